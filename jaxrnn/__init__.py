@@ -1,0 +1,43 @@
+"""jaxrnn: recurrent networks (Elman RNN, LSTM, GRU) for JAX and Flax, exact to PyTorch."""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from jaxrnn import linen
+from jaxrnn._src.cells import gru_cell, lstm_cell, rnn_relu_cell, rnn_tanh_cell
+from jaxrnn._src.init import torch_uniform
+from jaxrnn._src.linen_layers import GRU, LSTM, RNN
+from jaxrnn._src.masking import (
+  lengths_to_mask,
+  mask_to_lengths,
+  reverse_padded,
+  to_batch_major,
+  to_time_major,
+)
+from jaxrnn._src.scan import scan_layer
+from jaxrnn._src.types import CellParams, LSTMState
+
+try:
+  __version__ = _version('jaxrnn')
+except PackageNotFoundError:  # running from a source tree that is not installed
+  __version__ = '0.0.0+unknown'
+
+__all__ = [
+  'CellParams',
+  'GRU',
+  'LSTM',
+  'LSTMState',
+  'RNN',
+  'gru_cell',
+  'lengths_to_mask',
+  'linen',
+  'lstm_cell',
+  'mask_to_lengths',
+  'reverse_padded',
+  'rnn_relu_cell',
+  'rnn_tanh_cell',
+  'scan_layer',
+  'to_batch_major',
+  'to_time_major',
+  'torch_uniform',
+]

@@ -1,0 +1,134 @@
+"""User-facing input checks (SPEC §6): trace-time, naming the argument and both shapes."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._src.config import LayerConfig
+from jaxrnn._src.types import Array, Carry, LSTMState
+
+
+def _layout(time_major: bool) -> str:
+  return '[T, *batch, F] (time_major=True)' if time_major else '[*batch, T, F] (time_major=False)'
+
+
+def check_inputs(inputs, time_major: bool) -> tuple[Array, tuple[int, ...], int, int]:
+  """Returns ``(inputs, batch_shape, T, F)`` after checking rank and dtype."""
+  if not hasattr(inputs, 'shape') or not hasattr(inputs, 'dtype'):
+    raise TypeError(f'`inputs` must be an array of shape {_layout(time_major)}, got {type(inputs).__name__}.')
+  inputs = jnp.asarray(inputs)
+  if inputs.ndim < 3:
+    raise ValueError(
+      f'`inputs` must have shape {_layout(time_major)} with at least one batch axis: '
+      f'expected rank >= 3, got shape {inputs.shape}. For a single sequence add a batch '
+      'axis, e.g. `inputs[None]`.'
+    )
+  if not jnp.issubdtype(inputs.dtype, jnp.floating):
+    raise TypeError(
+      f'`inputs` must be floating point, got dtype {inputs.dtype}. For token ids, embed them '
+      'first (e.g. with nn.Embed).'
+    )
+  if time_major:
+    batch_shape, num_steps = inputs.shape[1:-1], inputs.shape[0]
+  else:
+    batch_shape, num_steps = inputs.shape[:-2], inputs.shape[-2]
+  return inputs, batch_shape, num_steps, inputs.shape[-1]
+
+
+def check_features(in_features: int, expected: int, param_name: str) -> None:
+  if in_features != expected:
+    raise ValueError(
+      f'`inputs` has F={in_features} features (last axis) but the parameters expect '
+      f'F={expected} ({param_name}).'
+    )
+
+
+def _other_layout_batch(inputs_shape, time_major: bool) -> tuple[int, ...]:
+  if time_major:  # read as batch-major instead
+    return tuple(inputs_shape[:-2])
+  return tuple(inputs_shape[1:-1])
+
+
+def check_seq_lengths(
+  seq_lengths, batch_shape, num_steps: int, inputs_shape, time_major: bool
+) -> Array | None:
+  """Returns ``seq_lengths`` as int32 ``[*batch]``, clipped to ``[0, T]`` if traced.
+
+  Concrete lengths outside ``[0, T]`` raise instead of being clipped.
+  """
+  if seq_lengths is None:
+    return None
+  if not hasattr(seq_lengths, 'dtype'):
+    seq_lengths = np.asarray(seq_lengths)
+  if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+    raise TypeError(f'`seq_lengths` must be integers, got dtype {seq_lengths.dtype}.')
+  shape = tuple(np.shape(seq_lengths))
+  if shape != tuple(batch_shape):
+    hint = ''
+    if shape == _other_layout_batch(inputs_shape, time_major):
+      hint = f' It matches the other layout: did you mean time_major={not time_major}?'
+    raise ValueError(
+      f'`seq_lengths` must have the batch shape {tuple(batch_shape)} of `inputs` '
+      f'{tuple(inputs_shape)} laid out as {_layout(time_major)}, got shape {shape}.{hint}'
+    )
+  if isinstance(seq_lengths, jax.core.Tracer):
+    return jnp.clip(seq_lengths, 0, num_steps).astype(jnp.int32)
+  values = np.asarray(seq_lengths)
+  if values.size and (values.min() < 0 or values.max() > num_steps):
+    raise ValueError(
+      f'`seq_lengths` must lie in [0, T] = [0, {num_steps}], got values in '
+      f'[{values.min()}, {values.max()}] (inputs {tuple(inputs_shape)} laid out as '
+      f'{_layout(time_major)}).'
+    )
+  return jnp.asarray(values, jnp.int32)
+
+
+def _check_carry_array(name: str, value, shape, dtype, letters: str) -> Array:
+  if not hasattr(value, 'shape') or not hasattr(value, 'dtype'):
+    raise TypeError(f'`{name}` must be an array of shape {shape}, got {type(value).__name__}.')
+  value = jnp.asarray(value)
+  chex.assert_shape(
+    value,
+    shape,
+    custom_message=f'`{name}` must have shape [L*D, *batch, {letters}] = {shape}',
+    exception_type=ValueError,
+  )
+  if value.dtype != dtype:
+    raise TypeError(
+      f'`{name}` has dtype {value.dtype} but the layer computes in {jnp.dtype(dtype)}; '
+      "cast it or set the layer's `dtype`."
+    )
+  return value
+
+
+def check_initial_carry(initial_carry, config: LayerConfig, batch_shape, dtype) -> Carry:
+  """Returns ``initial_carry`` (an ``LSTMState`` for LSTM) after checking structure and shapes."""
+  rows = config.num_layers * config.num_directions
+  h_shape = (rows, *batch_shape, config.output_size)
+  if config.kind.has_cell_state:
+    if (
+      hasattr(initial_carry, 'shape')
+      or not isinstance(initial_carry, (tuple, list))
+      or len(initial_carry) != 2
+    ):
+      got = (
+        f'an array of shape {initial_carry.shape}'
+        if hasattr(initial_carry, 'shape')
+        else repr(type(initial_carry).__name__)
+      )
+      raise TypeError(f'`initial_carry` of an LSTM must be LSTMState(h, c) or a (h, c) tuple, got {got}.')
+    h, c = initial_carry
+    c_shape = (rows, *batch_shape, config.hidden_size)
+    return LSTMState(
+      _check_carry_array('initial_carry.h', h, h_shape, dtype, 'H_out'),
+      _check_carry_array('initial_carry.c', c, c_shape, dtype, 'H'),
+    )
+  if isinstance(initial_carry, (tuple, list)):
+    raise TypeError(
+      f'`initial_carry` of {config.cell} must be a single array h of shape {h_shape}, '
+      f'got a {type(initial_carry).__name__} of {len(initial_carry)} items.'
+    )
+  return _check_carry_array('initial_carry', initial_carry, h_shape, dtype, 'H_out')

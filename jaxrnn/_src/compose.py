@@ -1,0 +1,167 @@
+"""Stacking, bidirectional composition and dropout between layers: pure functions.
+
+The Flax layers (linen and NNX) only declare parameters and call
+:func:`apply_layers`; everything about layouts, carries and padding is here.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src import checks
+from jaxrnn._src.cells import accumulation_dtype
+from jaxrnn._src.config import LayerConfig
+from jaxrnn._src.scan import default_hoist_input_projection, scan_layer
+from jaxrnn._src.types import Array, Carry, CellParams, LSTMState
+
+
+def zeros_carry(config: LayerConfig, batch_shape: Sequence[int], dtype=jnp.float32) -> Carry:
+  """Returns the all-zeros carry ``[L*D, *batch, H_out]`` (``LSTMState`` for LSTM)."""
+  rows = config.num_layers * config.num_directions
+  h = jnp.zeros((rows, *batch_shape, config.output_size), dtype)
+  if config.kind.has_cell_state:
+    return LSTMState(h, jnp.zeros((rows, *batch_shape, config.hidden_size), dtype))
+  return h
+
+
+def dropout(rng: Array, rate: float, x: Array) -> Array:
+  """Returns ``x`` with entries zeroed with probability ``rate``, the rest scaled by ``1/(1-rate)``."""
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def run_stack(
+  config: LayerConfig,
+  params: Sequence[CellParams],
+  xs: Array,
+  seq_lengths: Array | None,
+  carry: Carry,
+  *,
+  dropout_rng: Array | None = None,
+) -> tuple[Array, Carry]:
+  """Returns ``(ys, final_carry)`` of the whole stack on time-major inputs.
+
+  Args:
+    config: the layer's hyper-parameters.
+    params: ``L*D`` cell parameters, index ``layer*D + direction``.
+    xs: ``[T, B, F]``.
+    seq_lengths: ``[B]`` integers in ``[0, T]`` or ``None``.
+    carry: leaves ``[L*D, B, ...]``, in the carry-row order of ``params``.
+    dropout_rng: a key to drop outputs of every layer but the last; ``None``
+      for no dropout.
+
+  Returns:
+    ``ys: [T, B, D*H_out]`` (forward half first) and the final carry, leaves
+    ``[L*D, B, ...]``.
+  """
+  kind = config.kind
+  directions = config.num_directions
+  hoist = config.hoist_input_projection
+  if hoist is None:
+    hoist = default_hoist_input_projection()
+  if kind.has_cell_state:  # the cell state accumulates in (at least) float32
+    carry = LSTMState(carry.h, carry.c.astype(accumulation_dtype(carry.c.dtype)))
+
+  finals = []
+  for layer in range(config.num_layers):
+    outputs = []
+    for direction in range(directions):
+      row = layer * directions + direction
+      final, ys = scan_layer(
+        kind.recurrence,
+        params[row],
+        jax.tree.map(operator.itemgetter(row), carry),
+        xs,
+        seq_lengths,
+        reverse=direction == 1,
+        hoist_input_projection=hoist,
+        unroll=config.unroll,
+        remat=config.remat,
+      )
+      finals.append(final)
+      outputs.append(ys)
+    xs = outputs[0] if directions == 1 else jnp.concatenate(outputs, axis=-1)
+    if dropout_rng is not None and layer < config.num_layers - 1:
+      xs = dropout(jax.random.fold_in(dropout_rng, layer), config.dropout, xs)
+
+  final_carry = jax.tree.map(lambda *leaves: jnp.stack(leaves), *finals)
+  return xs, jax.tree.map(lambda leaf: leaf.astype(xs.dtype), final_carry)
+
+
+def apply_layers(
+  config: LayerConfig,
+  params: Sequence[CellParams],
+  inputs: Array,
+  seq_lengths: Array | None = None,
+  initial_carry: Carry | None = None,
+  *,
+  dtype=None,
+  dropout_rng: Array | None = None,
+  deterministic: bool = True,
+) -> tuple[Array, Carry]:
+  """Returns ``(outputs, final_carry)`` of a recurrent layer (SPEC §2).
+
+  Args:
+    config: the layer's hyper-parameters.
+    params: ``L*D`` cell parameters, index ``layer*D + direction``.
+    inputs: ``[*batch, T, F]``, or ``[T, *batch, F]`` when ``config.time_major``.
+    seq_lengths: integers ``[*batch]`` in ``[0, T]``; ``None`` for all ``T``.
+    initial_carry: like ``final_carry``; ``None`` for zeros.
+    dtype: compute dtype; ``None`` promotes the inputs' and parameters' dtypes.
+    dropout_rng: key for dropout between layers (needed when
+      ``deterministic=False`` and ``config.dropout > 0``).
+    deterministic: disables dropout.
+
+  Returns:
+    ``outputs: [*batch, T, D*H_out]`` (time-major ``[T, *batch, D*H_out]``)
+    with zeros at ``t >= seq_lengths``, and ``final_carry: [L*D, *batch,
+    H_out]`` (``LSTMState`` with ``c: [L*D, *batch, H]`` for LSTM).
+  """
+  inputs, batch_shape, num_steps, in_features = checks.check_inputs(inputs, config.time_major)
+  checks.check_features(
+    in_features, params[0].w_ih.shape[0], f'w_ih of {config.param_names[0]} is {list(params[0].w_ih.shape)}'
+  )
+  if dtype is None:
+    dtype = jnp.result_type(inputs.dtype, params[0].w_ih.dtype)
+  dtype = jnp.dtype(dtype)
+  seq_lengths = checks.check_seq_lengths(seq_lengths, batch_shape, num_steps, inputs.shape, config.time_major)
+  if initial_carry is None:
+    carry = zeros_carry(config, batch_shape, dtype)
+  else:
+    carry = checks.check_initial_carry(initial_carry, config, batch_shape, dtype)
+
+  use_dropout = not deterministic and config.dropout > 0 and config.num_layers > 1
+  if use_dropout and dropout_rng is None:
+    raise ValueError(
+      f'`dropout={config.dropout}` with deterministic=False needs a dropout rng '
+      "(linen: pass rngs={'dropout': key} to apply)."
+    )
+
+  batch_size = math.prod(batch_shape)
+  xs = inputs.astype(dtype)
+  if config.time_major:
+    xs = xs.reshape(num_steps, batch_size, in_features)
+  else:
+    xs = jnp.swapaxes(xs.reshape(batch_size, num_steps, in_features), 0, 1)
+  params = [jax.tree.map(lambda w: jnp.asarray(w, dtype), p) for p in params]
+  carry = jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[0], batch_size, leaf.shape[-1]), carry)
+  if seq_lengths is not None:
+    seq_lengths = seq_lengths.reshape(batch_size)
+
+  ys, final_carry = run_stack(
+    config, params, xs, seq_lengths, carry, dropout_rng=dropout_rng if use_dropout else None
+  )
+
+  if config.time_major:
+    outputs = ys.reshape(num_steps, *batch_shape, ys.shape[-1])
+  else:
+    outputs = jnp.swapaxes(ys, 0, 1).reshape(*batch_shape, num_steps, ys.shape[-1])
+  final_carry = jax.tree.map(
+    lambda leaf: leaf.reshape(leaf.shape[0], *batch_shape, leaf.shape[-1]), final_carry
+  )
+  return outputs, final_carry

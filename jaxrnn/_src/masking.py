@@ -1,0 +1,104 @@
+"""Padding masks, padding-aware reversal and explicit layout transposes.
+
+Sequences are right-padded: sequence ``b`` holds valid steps ``0 .. len_b - 1``
+and padding after them.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxrnn._src.types import Array
+
+
+def lengths_to_mask(seq_lengths: Array, max_length: int) -> Array:
+  """Returns the validity mask ``[*batch, T]`` (True on valid steps).
+
+  Args:
+    seq_lengths: integers ``[*batch]``.
+    max_length: ``T``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxrnn import lengths_to_mask
+    >>> lengths_to_mask(jnp.array([0, 2, 3]), 3)
+    Array([[False, False, False],
+           [ True,  True, False],
+           [ True,  True,  True]], dtype=bool)
+  """
+  seq_lengths = jnp.asarray(seq_lengths)
+  return jnp.arange(max_length) < seq_lengths[..., None]
+
+
+def mask_to_lengths(mask: Array) -> Array:
+  """Returns ``seq_lengths: [*batch]`` (int32) from a right-padded mask ``[*batch, T]``.
+
+  The mask must be a prefix mask (True then False); the count of True values is
+  returned as the length.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxrnn import mask_to_lengths
+    >>> mask_to_lengths(jnp.array([[1, 1, 0], [1, 1, 1]], dtype=bool))
+    Array([2, 3], dtype=int32)
+  """
+  return jnp.sum(jnp.asarray(mask), axis=-1, dtype=jnp.int32)
+
+
+def reverse_padded(x: Array, seq_lengths: Array | None, *, time_axis: int = 1) -> Array:
+  """Returns ``x`` with each sequence's valid prefix reversed, padding left in place.
+
+  Step ``t < len_b`` of sequence ``b`` moves to ``len_b - 1 - t``; padding steps
+  stay where they are. Applying it twice gives ``x`` back.
+
+  Args:
+    x: ``[*batch, T, ...]`` (``time_axis=len(batch)``); the default
+      ``time_axis=1`` is ``[B, T, ...]``; use ``time_axis=0`` for ``[T, B, ...]``.
+    seq_lengths: integers ``[*batch]``, or ``None`` for full length (plain flip).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxrnn import reverse_padded
+    >>> x = jnp.array([[1, 2, 3, 0], [1, 2, 3, 4]])
+    >>> reverse_padded(x, jnp.array([3, 4]))
+    Array([[3, 2, 1, 0],
+           [4, 3, 2, 1]], dtype=int32)
+  """
+  x = jnp.asarray(x)
+  time_axis = time_axis % x.ndim
+  num_steps = x.shape[time_axis]
+  if seq_lengths is None:
+    return jnp.flip(x, axis=time_axis)
+  seq_lengths = jnp.asarray(seq_lengths)
+  t = jnp.arange(num_steps)
+  # index[..., t] for batch axes first: [*batch, T]
+  lengths = seq_lengths[..., None]
+  index = jnp.where(t < lengths, lengths - 1 - t, t)
+  moved = jnp.moveaxis(x, time_axis, seq_lengths.ndim)  # [*batch, T, ...]
+  index = index.reshape(index.shape + (1,) * (moved.ndim - index.ndim))
+  out = jnp.take_along_axis(moved, index, axis=seq_lengths.ndim)
+  return jnp.moveaxis(out, seq_lengths.ndim, time_axis)
+
+
+def to_time_major(x: Array) -> Array:
+  """Returns ``[T, *batch, F]`` from batch-major ``x: [*batch, T, F]``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxrnn import to_time_major
+    >>> to_time_major(jnp.zeros((4, 2, 10, 3))).shape  # batch axes (4, 2), T=10
+    (10, 4, 2, 3)
+  """
+  return jnp.moveaxis(x, -2, 0)
+
+
+def to_batch_major(x: Array) -> Array:
+  """Returns ``[*batch, T, F]`` from time-major ``x: [T, *batch, F]``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxrnn import to_batch_major
+    >>> to_batch_major(jnp.zeros((10, 4, 2, 3))).shape
+    (4, 2, 10, 3)
+  """
+  return jnp.moveaxis(x, 0, -2)

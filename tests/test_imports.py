@@ -1,0 +1,39 @@
+"""The functional core imports neither flax nor torch; importing jaxrnn never imports torch."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import jaxrnn
+
+SRC = pathlib.Path(jaxrnn.__file__).parent / '_src'
+FLAX_FILES = {'linen_layers.py', 'nnx_layers.py'}
+
+
+def imported_modules(path):
+  tree = ast.parse(path.read_text())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from (alias.name.split('.')[0] for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      yield node.module.split('.')[0]
+
+
+def test_core_does_not_import_flax_or_torch():
+  for path in SRC.glob('*.py'):
+    modules = set(imported_modules(path))
+    assert 'torch' not in modules, path
+    if path.name not in FLAX_FILES:
+      assert 'flax' not in modules, path
+
+
+def test_import_jaxrnn_does_not_import_torch():
+  code = 'import sys, jaxrnn, jaxrnn.linen; assert "torch" not in sys.modules, "torch imported"'
+  subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_public_names_are_exported():
+  for name in jaxrnn.__all__:
+    assert getattr(jaxrnn, name) is not None
+  assert jaxrnn.linen.LSTM is jaxrnn.LSTM
