@@ -3,19 +3,24 @@
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
+from jaxrnn import interop
 from jaxrnn import linen
-from jaxrnn._src.cells import gru_cell, lstm_cell, rnn_relu_cell, rnn_tanh_cell
+from jaxrnn._src.cells import gru_cell
+from jaxrnn._src.cells import lstm_cell
+from jaxrnn._src.cells import rnn_relu_cell
+from jaxrnn._src.cells import rnn_tanh_cell
 from jaxrnn._src.init import torch_uniform
-from jaxrnn._src.linen_layers import GRU, LSTM, RNN
-from jaxrnn._src.masking import (
-  lengths_to_mask,
-  mask_to_lengths,
-  reverse_padded,
-  to_batch_major,
-  to_time_major,
-)
+from jaxrnn._src.linen_layers import GRU
+from jaxrnn._src.linen_layers import LSTM
+from jaxrnn._src.linen_layers import RNN
+from jaxrnn._src.masking import lengths_to_mask
+from jaxrnn._src.masking import mask_to_lengths
+from jaxrnn._src.masking import reverse_padded
+from jaxrnn._src.masking import to_batch_major
+from jaxrnn._src.masking import to_time_major
 from jaxrnn._src.scan import scan_layer
-from jaxrnn._src.types import CellParams, LSTMState
+from jaxrnn._src.types import CellParams
+from jaxrnn._src.types import LSTMState
 
 try:
   __version__ = _version('jaxrnn')
@@ -29,6 +34,7 @@ __all__ = [
   'LSTMState',
   'RNN',
   'gru_cell',
+  'interop',
   'lengths_to_mask',
   'linen',
   'lstm_cell',

@@ -1,5 +1,7 @@
 """Flax linen recurrent layers (also available as ``jaxrnn.RNN`` etc.)."""
 
-from jaxrnn._src.linen_layers import GRU, LSTM, RNN
+from jaxrnn._src.linen_layers import GRU
+from jaxrnn._src.linen_layers import LSTM
+from jaxrnn._src.linen_layers import RNN
 
 __all__ = ['GRU', 'LSTM', 'RNN']

@@ -8,7 +8,8 @@ from conftest import assert_trees_close
 from oracles import np_cell
 
 import jaxrnn
-from jaxrnn import CellParams, LSTMState
+from jaxrnn import CellParams
+from jaxrnn import LSTMState
 
 CELLS = {
   'rnn_tanh': (jaxrnn.rnn_tanh_cell, 1),

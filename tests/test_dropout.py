@@ -3,7 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import assert_trees_equal, make_layer, random_variables
+from conftest import assert_trees_equal
+from conftest import make_layer
+from conftest import random_variables
 
 from jaxrnn._src.compose import dropout
 

@@ -8,7 +8,7 @@ import sys
 import jaxrnn
 
 SRC = pathlib.Path(jaxrnn.__file__).parent / '_src'
-FLAX_FILES = {'linen_layers.py', 'nnx_layers.py'}
+FLAX_FILES = {'linen_layers.py', 'nnx_layers.py', 'torch_interop.py'}
 
 
 def imported_modules(path):
@@ -29,7 +29,9 @@ def test_core_does_not_import_flax_or_torch():
 
 
 def test_import_jaxrnn_does_not_import_torch():
-  code = 'import sys, jaxrnn, jaxrnn.linen; assert "torch" not in sys.modules, "torch imported"'
+  code = (
+    'import sys, jaxrnn, jaxrnn.linen, jaxrnn.interop; assert "torch" not in sys.modules, "torch imported"'
+  )
   subprocess.run([sys.executable, '-c', code], check=True)
 
 

@@ -6,7 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import KINDS, assert_trees_close, assert_trees_equal, make_layer, random_variables
+from conftest import KINDS
+from conftest import assert_trees_close
+from conftest import assert_trees_equal
+from conftest import make_layer
+from conftest import random_variables
 from oracles import np_layer
 
 import jaxrnn

@@ -4,12 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trees_close, assert_trees_equal
-from test_cells import CELLS, as_jax, random_params
+from conftest import assert_trees_close
+from conftest import assert_trees_equal
+from test_cells import CELLS
+from test_cells import as_jax
+from test_cells import random_params
 
 import jaxrnn
 from jaxrnn import LSTMState
-from jaxrnn._src.cells import CELL_KINDS, project_input
+from jaxrnn._src.cells import CELL_KINDS
+from jaxrnn._src.cells import project_input
 
 T, B, F, H = 7, 4, 3, 5
 LENGTHS = np.array([0, 3, 7, 1])

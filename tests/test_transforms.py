@@ -5,7 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import KINDS, assert_trees_close, assert_trees_equal, make_layer, random_variables
+from conftest import KINDS
+from conftest import assert_trees_close
+from conftest import assert_trees_equal
+from conftest import make_layer
+from conftest import random_variables
 
 B, T, F, H = 3, 5, 2, 4
 LENGTHS = np.array([5, 0, 2])

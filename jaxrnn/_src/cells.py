@@ -24,7 +24,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._src.types import Array, Carry, CellParams, LSTMState
+from jaxrnn._src.types import Array
+from jaxrnn._src.types import Carry
+from jaxrnn._src.types import CellParams
+from jaxrnn._src.types import LSTMState
 
 
 def accumulation_dtype(dtype) -> jnp.dtype:

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._src.config import LayerConfig
-from jaxrnn._src.types import Array, Carry, LSTMState
+from jaxrnn._src.types import Array
+from jaxrnn._src.types import Carry
+from jaxrnn._src.types import LSTMState
 
 
 def _layout(time_major: bool) -> str:

@@ -16,8 +16,12 @@ import jax.numpy as jnp
 from jaxrnn._src import checks
 from jaxrnn._src.cells import accumulation_dtype
 from jaxrnn._src.config import LayerConfig
-from jaxrnn._src.scan import default_hoist_input_projection, scan_layer
-from jaxrnn._src.types import Array, Carry, CellParams, LSTMState
+from jaxrnn._src.scan import default_hoist_input_projection
+from jaxrnn._src.scan import scan_layer
+from jaxrnn._src.types import Array
+from jaxrnn._src.types import Carry
+from jaxrnn._src.types import CellParams
+from jaxrnn._src.types import LSTMState
 
 
 def zeros_carry(config: LayerConfig, batch_shape: Sequence[int], dtype=jnp.float32) -> Carry:

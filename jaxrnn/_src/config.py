@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import numbers
 
-from jaxrnn._src.cells import CELL_KINDS, CellKind
+from jaxrnn._src.cells import CELL_KINDS
+from jaxrnn._src.cells import CellKind
 
 
 def _check_int(name: str, value, minimum: int) -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxrnn._src.checks import check_features, check_inputs
+from jaxrnn._src.checks import check_features
+from jaxrnn._src.checks import check_inputs
 from jaxrnn._src.compose import apply_layers
 from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.init import torch_uniform
-from jaxrnn._src.types import Array, Carry, CellParams
+from jaxrnn._src.types import Array
+from jaxrnn._src.types import Carry
+from jaxrnn._src.types import CellParams
 
 Initializer = Callable[..., Array]
 

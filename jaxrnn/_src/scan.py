@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src.cells import project_input
-from jaxrnn._src.types import Array, Carry, CellParams
+from jaxrnn._src.types import Array
+from jaxrnn._src.types import Carry
+from jaxrnn._src.types import CellParams
 
 Recurrence = Callable[[CellParams, Carry, Array], tuple[Carry, Array]]
 
