@@ -5,6 +5,7 @@ from importlib.metadata import version as _version
 
 from jaxrnn import interop
 from jaxrnn import linen
+from jaxrnn import nnx
 from jaxrnn._src.cells import gru_cell
 from jaxrnn._src.cells import lstm_cell
 from jaxrnn._src.cells import rnn_relu_cell
@@ -39,6 +40,7 @@ __all__ = [
   'linen',
   'lstm_cell',
   'mask_to_lengths',
+  'nnx',
   'reverse_padded',
   'rnn_relu_cell',
   'rnn_tanh_cell',

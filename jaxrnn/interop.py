@@ -1,12 +1,15 @@
-"""Conversion to and from PyTorch's ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``.
+"""Conversion to and from PyTorch's ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``, and between linen and NNX.
 
 ``from_torch`` and ``to_torch`` import torch (``pip install 'jaxrnn[torch]'``);
-``from_state_dict`` and ``to_state_dict`` need NumPy only.
+``from_state_dict`` and ``to_state_dict`` need NumPy only. ``linen_to_nnx`` and
+``nnx_to_linen`` move a layer and its parameters between Flax's two APIs.
 """
 
+from jaxrnn._src.nnx_layers import linen_to_nnx
+from jaxrnn._src.nnx_layers import nnx_to_linen
 from jaxrnn._src.torch_interop import from_state_dict
 from jaxrnn._src.torch_interop import from_torch
 from jaxrnn._src.torch_interop import to_state_dict
 from jaxrnn._src.torch_interop import to_torch
 
-__all__ = ['from_state_dict', 'from_torch', 'to_state_dict', 'to_torch']
+__all__ = ['from_state_dict', 'from_torch', 'linen_to_nnx', 'nnx_to_linen', 'to_state_dict', 'to_torch']

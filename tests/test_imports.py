@@ -39,3 +39,11 @@ def test_public_names_are_exported():
   for name in jaxrnn.__all__:
     assert getattr(jaxrnn, name) is not None
   assert jaxrnn.linen.LSTM is jaxrnn.LSTM
+
+
+def test_flax_wrappers_hold_no_loop_or_mask_code():
+  """linen and NNX layers only declare parameters: time loop and masking live in the core."""
+  for name in ('linen_layers.py', 'nnx_layers.py'):
+    text = (SRC / name).read_text()
+    for token in ('lax.scan', 'jnp.where', 'jnp.flip', 'reverse_padded', 'seq_lengths <', 'swapaxes'):
+      assert token not in text, (name, token)

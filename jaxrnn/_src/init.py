@@ -30,3 +30,23 @@ def torch_uniform(hidden_size: int) -> Initializer:
     return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
 
   return init
+
+
+def weight_initializers(
+  hidden_size: int, kernel_init=None, recurrent_kernel_init=None, bias_init=None
+) -> dict:
+  """Returns the initializer of each weight name; ``None`` means PyTorch's default.
+
+  ``kernel_init`` initializes ``w_ih`` and the LSTM projection ``w_hr``,
+  ``recurrent_kernel_init`` ``w_hh``, ``bias_init`` ``b_ih`` and ``b_hh``.
+  """
+  default = torch_uniform(hidden_size)
+  kernel_init = kernel_init or default
+  bias_init = bias_init or default
+  return {
+    'w_ih': kernel_init,
+    'w_hh': recurrent_kernel_init or default,
+    'b_ih': bias_init,
+    'b_hh': bias_init,
+    'w_hr': kernel_init,
+  }

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 from jaxrnn._src.checks import check_features
 from jaxrnn._src.checks import check_inputs
 from jaxrnn._src.compose import apply_layers
-from jaxrnn._src.config import LayerConfig
-from jaxrnn._src.init import torch_uniform
+from jaxrnn._src.config import LayerFields
+from jaxrnn._src.init import weight_initializers
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
 from jaxrnn._src.types import CellParams
@@ -25,26 +25,20 @@ class _CellWeights(nn.Module):
   """Declares one layer-direction's weights (shapes from ``LayerConfig.weight_shapes``)."""
 
   shapes: dict
+  initializers: dict
   param_dtype: Any
-  kernel_init: Initializer
-  recurrent_kernel_init: Initializer
-  bias_init: Initializer
 
   @nn.compact
   def __call__(self) -> CellParams:
-    inits = {
-      'w_ih': self.kernel_init,
-      'w_hh': self.recurrent_kernel_init,
-      'b_ih': self.bias_init,
-      'b_hh': self.bias_init,
-      'w_hr': self.kernel_init,
-    }
     return CellParams(
-      **{name: self.param(name, inits[name], shape, self.param_dtype) for name, shape in self.shapes.items()}
+      **{
+        name: self.param(name, self.initializers[name], shape, self.param_dtype)
+        for name, shape in self.shapes.items()
+      }
     )
 
 
-class _RecurrentLayer(nn.Module):
+class _RecurrentLayer(LayerFields, nn.Module):
   """Shared fields and call of ``RNN``, ``LSTM`` and ``GRU``."""
 
   hidden_size: int
@@ -62,51 +56,9 @@ class _RecurrentLayer(nn.Module):
   remat: bool = False
   hoist_input_projection: bool | None = None
 
-  _cell: ClassVar[str]
-
-  def _config_fields(self) -> dict:
-    return {}
-
-  @property
-  def config(self) -> LayerConfig:
-    """The validated hyper-parameters shared with the functional core."""
-    return LayerConfig(
-      cell=self._cell_name(),
-      hidden_size=self.hidden_size,
-      num_layers=self.num_layers,
-      bidirectional=self.bidirectional,
-      time_major=self.time_major,
-      dropout=self.dropout,
-      use_bias=self.use_bias,
-      unroll=self.unroll,
-      remat=self.remat,
-      hoist_input_projection=self.hoist_input_projection,
-      **self._config_fields(),
-    )
-
-  def _cell_name(self) -> str:
-    return self._cell
-
   def __post_init__(self):
     super().__post_init__()
     self.config  # noqa: B018  (validates the hyper-parameters at construction)
-
-  def _weights(self, in_features: int) -> list[CellParams]:
-    config = self.config
-    default = torch_uniform(self.hidden_size)
-    params = []
-    for row, name in enumerate(config.param_names):
-      params.append(
-        _CellWeights(
-          shapes=config.weight_shapes(row // config.num_directions, in_features),
-          param_dtype=self.param_dtype,
-          kernel_init=self.kernel_init or default,
-          recurrent_kernel_init=self.recurrent_kernel_init or default,
-          bias_init=self.bias_init or default,
-          name=name,
-        )()
-      )
-    return params
 
   @nn.compact
   def __call__(
@@ -132,13 +84,24 @@ class _RecurrentLayer(nn.Module):
       LSTM ``LSTMState(h, c)`` with ``c: [L*D, *batch, H]``; row
       ``layer*D + direction``.
     """
-    _, _, _, in_features = check_inputs(inputs, self.time_major)
-    name = self.config.param_names[0]
+    config = self.config
+    _, _, _, in_features = check_inputs(inputs, config.time_major)
+    name = config.param_names[0]
     if self.has_variable('params', name):  # before Flax's own, less clear shape error
       w_ih = self.get_variable('params', name)['w_ih']
       check_features(in_features, w_ih.shape[0], f"params['{name}']['w_ih'] {list(w_ih.shape)}")
-    params = self._weights(in_features)
-    config = self.config
+    initializers = weight_initializers(
+      self.hidden_size, self.kernel_init, self.recurrent_kernel_init, self.bias_init
+    )
+    params = [
+      _CellWeights(
+        shapes=config.weight_shapes(row // config.num_directions, in_features),
+        initializers=initializers,
+        param_dtype=self.param_dtype,
+        name=name,
+      )()
+      for row, name in enumerate(config.param_names)
+    ]
     rng = None
     if not deterministic and config.dropout > 0 and config.num_layers > 1:
       rng = self.make_rng('dropout')
@@ -187,11 +150,7 @@ class RNN(_RecurrentLayer):
   """
 
   nonlinearity: str = 'tanh'
-
-  def _cell_name(self) -> str:
-    if self.nonlinearity not in ('tanh', 'relu'):
-      raise ValueError(f"`nonlinearity` must be 'tanh' or 'relu', got {self.nonlinearity!r}.")
-    return f'rnn_{self.nonlinearity}'
+  cell_family: ClassVar[str] = 'rnn'
 
 
 class LSTM(_RecurrentLayer):
@@ -220,10 +179,7 @@ class LSTM(_RecurrentLayer):
   """
 
   proj_size: int = 0
-  _cell: ClassVar[str] = 'lstm'
-
-  def _config_fields(self) -> dict:
-    return {'proj_size': self.proj_size}
+  cell_family: ClassVar[str] = 'lstm'
 
 
 class GRU(_RecurrentLayer):
@@ -241,4 +197,4 @@ class GRU(_RecurrentLayer):
     ((6, 2, 8), (1, 2, 8))
   """
 
-  _cell: ClassVar[str] = 'gru'
+  cell_family: ClassVar[str] = 'gru'

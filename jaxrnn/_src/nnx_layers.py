@@ -1,0 +1,274 @@
+"""Flax NNX layers: the same parameters and semantics as the linen layers, same core."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+from typing import ClassVar
+
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxrnn._src import linen_layers
+from jaxrnn._src.compose import apply_layers
+from jaxrnn._src.config import LayerFields
+from jaxrnn._src.init import weight_initializers
+from jaxrnn._src.types import Array
+from jaxrnn._src.types import Carry
+from jaxrnn._src.types import CellParams
+
+Initializer = Callable[..., Array]
+
+
+class _CellWeights(nnx.Module):
+  """One layer-direction's weights as ``nnx.Param`` attributes ``w_ih``, ``w_hh``, ..."""
+
+  def __init__(self, shapes: dict, initializers: dict, param_dtype, rngs: nnx.Rngs):
+    for name, shape in shapes.items():
+      setattr(self, name, nnx.Param(initializers[name](rngs.params(), shape, param_dtype)))
+
+  def __call__(self) -> CellParams:
+    return CellParams(
+      **{name: getattr(self, name)[...] for name in CellParams._fields if hasattr(self, name)}
+    )
+
+
+class _RecurrentLayer(LayerFields, nnx.Module):
+  """Shared constructor and call of the NNX ``RNN``, ``LSTM`` and ``GRU``."""
+
+  def __init__(
+    self,
+    in_features: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    time_major: bool = False,
+    dropout: float = 0.0,
+    use_bias: bool = True,
+    dtype: Any | None = None,
+    param_dtype: Any = jnp.float32,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
+    unroll: int = 1,
+    remat: bool = False,
+    hoist_input_projection: bool | None = None,
+    deterministic: bool = False,
+    rngs: nnx.Rngs,
+  ):
+    self.in_features = in_features
+    self.hidden_size = hidden_size
+    self.num_layers = num_layers
+    self.bidirectional = bidirectional
+    self.time_major = time_major
+    self.dropout = dropout
+    self.use_bias = use_bias
+    self.dtype = dtype
+    self.param_dtype = param_dtype
+    self.kernel_init = kernel_init
+    self.recurrent_kernel_init = recurrent_kernel_init
+    self.bias_init = bias_init
+    self.unroll = unroll
+    self.remat = remat
+    self.hoist_input_projection = hoist_input_projection
+    self.deterministic = deterministic
+    config = self.config  # validates the hyper-parameters
+    initializers = weight_initializers(hidden_size, kernel_init, recurrent_kernel_init, bias_init)
+    for row, name in enumerate(config.param_names):
+      shapes = config.weight_shapes(row // config.num_directions, in_features)
+      setattr(self, name, _CellWeights(shapes, initializers, param_dtype, rngs))
+    if dropout > 0 and num_layers > 1:
+      self.rngs = rngs['dropout'].fork()
+    else:
+      self.rngs = nnx.data(None)
+
+  def __call__(
+    self,
+    inputs: Array,
+    seq_lengths: Array | None = None,
+    initial_carry: Carry | None = None,
+    *,
+    deterministic: bool | None = None,
+  ) -> tuple[Array, Carry]:
+    """Returns ``(outputs, final_carry)``, exactly as the linen layer does.
+
+    Args:
+      inputs: ``[*batch, T, F]``, or ``[T, *batch, F]`` when ``time_major``.
+      seq_lengths: integers ``[*batch]`` in ``[0, T]``; ``None`` means all ``T``.
+      initial_carry: shaped like ``final_carry``; ``None`` means zeros.
+      deterministic: disables dropout between layers; ``None`` uses the
+        attribute set by the constructor, ``module.train()`` (False) or
+        ``module.eval()`` (True).
+
+    Returns:
+      ``outputs: [*batch, T, D*H_out]`` (time-major ``[T, *batch, D*H_out]``)
+      and ``final_carry: [L*D, *batch, H_out]`` (``LSTMState(h, c)`` for LSTM).
+    """
+    config = self.config
+    if deterministic is None:
+      deterministic = self.deterministic
+    rng = None
+    if not deterministic and self.rngs is not None:
+      rng = self.rngs()
+    params = [getattr(self, name)() for name in config.param_names]
+    return apply_layers(
+      config,
+      params,
+      inputs,
+      seq_lengths,
+      initial_carry,
+      dtype=self.dtype,
+      dropout_rng=rng,
+      deterministic=deterministic,
+    )
+
+
+_SHARED_DOC = """
+  Constructor arguments are the linen layer's fields, plus ``in_features``
+  (``F``) first and ``rngs`` (``params`` for the weights, ``dropout`` for
+  dropout between layers). As for ``nnx.Dropout``, dropout is active until
+  ``module.eval()`` (or ``deterministic=True``); it only matters when
+  ``dropout > 0`` and ``num_layers > 1``. Parameters are ``module.l0.w_ih``,
+  ``module.l0_reverse.w_hh``, ...: the same names, shapes and initializers as
+  the linen ``params['l0']['w_ih']``.
+"""
+
+
+class RNN(_RecurrentLayer):
+  __doc__ = (
+    """Elman RNN layer (NNX), like ``torch.nn.RNN`` and ``jaxrnn.RNN``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import jaxrnn
+    >>> layer = jaxrnn.nnx.RNN(2, 4, num_layers=2, nonlinearity='relu', rngs=nnx.Rngs(0))
+    >>> outputs, h_n = layer(jnp.ones((3, 5, 2)))
+    >>> outputs.shape, h_n.shape
+    ((3, 5, 4), (2, 3, 4))
+"""
+    + _SHARED_DOC
+  )
+
+  cell_family: ClassVar[str] = 'rnn'
+
+  def __init__(self, in_features: int, hidden_size: int, *, nonlinearity: str = 'tanh', **kwargs):
+    self.nonlinearity = nonlinearity
+    super().__init__(in_features, hidden_size, **kwargs)
+
+
+class LSTM(_RecurrentLayer):
+  __doc__ = (
+    """LSTM layer (NNX), like ``torch.nn.LSTM`` and ``jaxrnn.LSTM``, with optional ``proj_size``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import jaxrnn
+    >>> layer = jaxrnn.nnx.LSTM(3, 8, bidirectional=True, rngs=nnx.Rngs(0))
+    >>> outputs, (h_n, c_n) = layer(jnp.ones((2, 6, 3)), jnp.array([6, 4]))
+    >>> outputs.shape, h_n.shape, c_n.shape
+    ((2, 6, 16), (2, 2, 8), (2, 2, 8))
+"""
+    + _SHARED_DOC
+  )
+
+  cell_family: ClassVar[str] = 'lstm'
+
+  def __init__(self, in_features: int, hidden_size: int, *, proj_size: int = 0, **kwargs):
+    self.proj_size = proj_size
+    super().__init__(in_features, hidden_size, **kwargs)
+
+
+class GRU(_RecurrentLayer):
+  __doc__ = (
+    """GRU layer (NNX), like ``torch.nn.GRU`` and ``jaxrnn.GRU``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import jaxrnn
+    >>> layer = jaxrnn.nnx.GRU(3, 8, time_major=True, rngs=nnx.Rngs(0))
+    >>> outputs, h_n = layer(jnp.ones((6, 2, 3)))
+    >>> outputs.shape, h_n.shape
+    ((6, 2, 8), (1, 2, 8))
+"""
+    + _SHARED_DOC
+  )
+
+  cell_family: ClassVar[str] = 'gru'
+
+
+_TWINS = {
+  linen_layers.RNN: RNN,
+  linen_layers.LSTM: LSTM,
+  linen_layers.GRU: GRU,
+}
+
+
+def linen_to_nnx(layer, variables, *, rngs: nnx.Rngs | None = None, deterministic: bool = False):
+  """Returns the NNX twin of a linen ``layer`` holding ``variables``' parameters.
+
+  Args:
+    layer: ``jaxrnn.RNN``, ``LSTM`` or ``GRU`` (linen).
+    variables: ``{'params': ...}`` of that layer.
+    rngs: its ``dropout`` stream (or ``default``) drives dropout between
+      layers; default ``nnx.Rngs(0)``.
+    deterministic: the NNX module's dropout mode (see ``module.eval()``).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jaxrnn
+    >>> layer = jaxrnn.GRU(hidden_size=4)
+    >>> x = jnp.ones((2, 3, 5))
+    >>> variables = layer.init(jax.random.key(0), x)
+    >>> module = jaxrnn.interop.linen_to_nnx(layer, variables)
+    >>> bool(jnp.array_equal(module(x)[0], layer.apply(variables, x)[0]))
+    True
+  """
+  twin = _TWINS.get(type(layer))
+  if twin is None:
+    raise TypeError(f'linen_to_nnx takes a jaxrnn.RNN, LSTM or GRU (linen), got {type(layer).__name__}.')
+  params = variables['params']
+  fields = {
+    f.name: getattr(layer, f.name) for f in dataclasses.fields(layer) if f.name not in ('parent', 'name')
+  }
+  in_features = params[layer.config.param_names[0]]['w_ih'].shape[0]
+  hidden_size = fields.pop('hidden_size')
+  # Built abstractly: its initial weights are replaced below, so no params stream is needed.
+  module = nnx.eval_shape(
+    lambda: twin(in_features, hidden_size, **fields, deterministic=deterministic, rngs=nnx.Rngs(0))
+  )
+  for group in layer.config.param_names:
+    weights = getattr(module, group)
+    if set(params[group]) != {n for n in CellParams._fields if hasattr(weights, n)}:
+      raise ValueError(
+        f"variables['params'][{group!r}] has {sorted(params[group])}, not this layer's weights."
+      )
+    for name, value in params[group].items():
+      setattr(weights, name, nnx.Param(jnp.asarray(value)))
+  if module.rngs is not None:  # eval_shape left an abstract stream: make a real one
+    module.rngs = (rngs or nnx.Rngs(0))['dropout'].fork()
+  return module
+
+
+def nnx_to_linen(module) -> tuple[Any, dict]:
+  """Returns ``(layer, variables)``: the linen twin of an NNX layer, with its parameters.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxrnn
+    >>> from flax import nnx
+    >>> module = jaxrnn.nnx.LSTM(3, 4, proj_size=2, rngs=nnx.Rngs(0))
+    >>> layer, variables = jaxrnn.interop.nnx_to_linen(module)
+    >>> layer.proj_size, variables['params']['l0']['w_hr'].shape
+    (2, (4, 2))
+  """
+  linen_cls = {v: k for k, v in _TWINS.items()}.get(type(module))
+  if linen_cls is None:
+    raise TypeError(f'nnx_to_linen takes a jaxrnn.nnx.RNN, LSTM or GRU, got {type(module).__name__}.')
+  names = [f.name for f in dataclasses.fields(linen_cls) if f.name not in ('parent', 'name')]
+  layer = linen_cls(**{n: getattr(module, n) for n in names})
+  params = {group: getattr(module, group)()._asdict() for group in layer.config.param_names}
+  params = {group: {k: v for k, v in p.items() if v is not None} for group, p in params.items()}
+  return layer, {'params': params}

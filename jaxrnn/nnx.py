@@ -1,0 +1,7 @@
+"""Flax NNX recurrent layers: same semantics and parameters as the linen ``jaxrnn.RNN`` etc."""
+
+from jaxrnn._src.nnx_layers import GRU
+from jaxrnn._src.nnx_layers import LSTM
+from jaxrnn._src.nnx_layers import RNN
+
+__all__ = ['GRU', 'LSTM', 'RNN']
