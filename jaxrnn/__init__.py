@@ -10,6 +10,7 @@ from jaxrnn._src.cells import gru_cell
 from jaxrnn._src.cells import lstm_cell
 from jaxrnn._src.cells import rnn_relu_cell
 from jaxrnn._src.cells import rnn_tanh_cell
+from jaxrnn._src.decode import generate
 from jaxrnn._src.init import torch_uniform
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
@@ -34,6 +35,7 @@ __all__ = [
   'LSTM',
   'LSTMState',
   'RNN',
+  'generate',
   'gru_cell',
   'interop',
   'lengths_to_mask',

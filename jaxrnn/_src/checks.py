@@ -40,10 +40,10 @@ def check_inputs(inputs, time_major: bool) -> tuple[Array, tuple[int, ...], int,
   return inputs, batch_shape, num_steps, inputs.shape[-1]
 
 
-def check_features(in_features: int, expected: int, param_name: str) -> None:
+def check_features(in_features: int, expected: int, param_name: str, arg: str = 'inputs') -> None:
   if in_features != expected:
     raise ValueError(
-      f'`inputs` has F={in_features} features (last axis) but the parameters expect '
+      f'`{arg}` has F={in_features} features (last axis) but the parameters expect '
       f'F={expected} ({param_name}).'
     )
 
@@ -106,8 +106,13 @@ def _check_carry_array(name: str, value, shape, dtype, letters: str) -> Array:
   return value
 
 
-def check_initial_carry(initial_carry, config: LayerConfig, batch_shape, dtype) -> Carry:
-  """Returns ``initial_carry`` (an ``LSTMState`` for LSTM) after checking structure and shapes."""
+def check_initial_carry(
+  initial_carry, config: LayerConfig, batch_shape, dtype, arg: str = 'initial_carry'
+) -> Carry:
+  """Returns ``initial_carry`` (an ``LSTMState`` for LSTM) after checking structure and shapes.
+
+  ``arg`` is the argument's name in error messages.
+  """
   rows = config.num_layers * config.num_directions
   h_shape = (rows, *batch_shape, config.output_size)
   if config.kind.has_cell_state:
@@ -121,16 +126,16 @@ def check_initial_carry(initial_carry, config: LayerConfig, batch_shape, dtype) 
         if hasattr(initial_carry, 'shape')
         else repr(type(initial_carry).__name__)
       )
-      raise TypeError(f'`initial_carry` of an LSTM must be LSTMState(h, c) or a (h, c) tuple, got {got}.')
+      raise TypeError(f'`{arg}` of an LSTM must be LSTMState(h, c) or a (h, c) tuple, got {got}.')
     h, c = initial_carry
     c_shape = (rows, *batch_shape, config.hidden_size)
     return LSTMState(
-      _check_carry_array('initial_carry.h', h, h_shape, dtype, 'H_out'),
-      _check_carry_array('initial_carry.c', c, c_shape, dtype, 'H'),
+      _check_carry_array(f'{arg}.h', h, h_shape, dtype, 'H_out'),
+      _check_carry_array(f'{arg}.c', c, c_shape, dtype, 'H'),
     )
   if isinstance(initial_carry, (tuple, list)):
     raise TypeError(
-      f'`initial_carry` of {config.cell} must be a single array h of shape {h_shape}, '
+      f'`{arg}` of {config.cell} must be a single array h of shape {h_shape}, '
       f'got a {type(initial_carry).__name__} of {len(initial_carry)} items.'
     )
-  return _check_carry_array('initial_carry', initial_carry, h_shape, dtype, 'H_out')
+  return _check_carry_array(arg, initial_carry, h_shape, dtype, 'H_out')

@@ -6,6 +6,7 @@ The Flax layers (linen and NNX) only declare parameters and call
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from collections.abc import Sequence
@@ -169,3 +170,52 @@ def apply_layers(
     lambda leaf: leaf.reshape(leaf.shape[0], *batch_shape, leaf.shape[-1]), final_carry
   )
   return outputs, final_carry
+
+
+def step_layers(
+  config: LayerConfig,
+  params: Sequence[CellParams],
+  x_t: Array,
+  carry: Carry | None = None,
+  *,
+  dtype=None,
+) -> tuple[Array, Carry]:
+  """Returns ``(y_t, new_carry)``: one time step of a unidirectional stack.
+
+  The same parameters as :func:`apply_layers`; stepping through a sequence
+  reproduces its ``outputs`` and ``final_carry``.
+
+  Args:
+    config: the layer's hyper-parameters (``bidirectional`` must be False).
+    params: ``L`` cell parameters.
+    x_t: ``[*batch, F]``, one step of input.
+    carry: like ``final_carry``, ``[L, *batch, H_out]`` (``LSTMState`` for
+      LSTM); ``None`` for zeros.
+    dtype: compute dtype; ``None`` promotes the inputs' and parameters' dtypes.
+
+  Returns:
+    ``y_t: [*batch, H_out]`` (the last layer's output) and the new carry.
+  """
+  if config.bidirectional:
+    raise ValueError(
+      '`step` needs a unidirectional layer: the backward direction of a bidirectional layer '
+      'reads the whole sequence first. Call the layer on the sequence instead.'
+    )
+  if not hasattr(x_t, 'ndim') or x_t.ndim < 2:
+    raise ValueError(
+      f'`x_t` must have shape [*batch, F] with at least one batch axis, got shape {getattr(x_t, "shape", x_t)}.'
+    )
+  if not jnp.issubdtype(x_t.dtype, jnp.floating):
+    raise TypeError(f'`x_t` must be floating point, got dtype {x_t.dtype}.')
+  expected = params[0].w_ih.shape[0]
+  checks.check_features(
+    x_t.shape[-1], expected, f'w_ih of {config.param_names[0]} is {list(params[0].w_ih.shape)}', 'x_t'
+  )
+  if carry is not None:
+    if dtype is None:
+      dtype = jnp.result_type(x_t.dtype, params[0].w_ih.dtype)
+    carry = checks.check_initial_carry(carry, config, x_t.shape[:-1], jnp.dtype(dtype), 'carry')
+  # One step is a sequence of length one: the very same code path as the sequence call.
+  one_step = dataclasses.replace(config, time_major=True)
+  outputs, new_carry = apply_layers(one_step, params, x_t[None], None, carry, dtype=dtype)
+  return outputs[0], new_carry

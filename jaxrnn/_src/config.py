@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import ClassVar
 
 from jaxrnn._src.cells import CELL_KINDS
 from jaxrnn._src.cells import CellKind
@@ -90,37 +89,3 @@ class LayerConfig:
     if self.proj_size:
       shapes['w_hr'] = (self.hidden_size, self.proj_size)
     return shapes
-
-
-class LayerFields:
-  """Builds a layer's :class:`LayerConfig` from its attributes of the same names.
-
-  Shared by the linen and NNX layers, which both store ``hidden_size``,
-  ``num_layers``, ... as attributes. ``cell_family`` is ``'rnn'`` (with a
-  ``nonlinearity`` attribute), ``'lstm'`` (with ``proj_size``) or ``'gru'``.
-  """
-
-  cell_family: ClassVar[str]
-
-  @property
-  def config(self) -> LayerConfig:
-    """The validated hyper-parameters shared with the functional core."""
-    cell = self.cell_family
-    if cell == 'rnn':
-      nonlinearity = self.nonlinearity
-      if nonlinearity not in ('tanh', 'relu'):
-        raise ValueError(f"`nonlinearity` must be 'tanh' or 'relu', got {nonlinearity!r}.")
-      cell = f'rnn_{nonlinearity}'
-    return LayerConfig(
-      cell=cell,
-      hidden_size=self.hidden_size,
-      num_layers=self.num_layers,
-      bidirectional=self.bidirectional,
-      time_major=self.time_major,
-      dropout=self.dropout,
-      use_bias=self.use_bias,
-      proj_size=getattr(self, 'proj_size', 0),
-      unroll=self.unroll,
-      remat=self.remat,
-      hoist_input_projection=self.hoist_input_projection,
-    )

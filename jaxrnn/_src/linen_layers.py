@@ -12,7 +12,8 @@ import jax.numpy as jnp
 from jaxrnn._src.checks import check_features
 from jaxrnn._src.checks import check_inputs
 from jaxrnn._src.compose import apply_layers
-from jaxrnn._src.config import LayerFields
+from jaxrnn._src.compose import step_layers
+from jaxrnn._src.fields import LayerFields
 from jaxrnn._src.init import weight_initializers
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
@@ -115,6 +116,29 @@ class _RecurrentLayer(LayerFields, nn.Module):
       dropout_rng=rng,
       deterministic=deterministic,
     )
+
+  def step(self, x_t: Array, carry: Carry | None = None) -> tuple[Array, Carry]:
+    """Returns ``(y_t, new_carry)`` of one time step, with the sequence call's parameters.
+
+    Use it as ``layer.apply(variables, x_t, carry, method='step')``; stepping
+    through a sequence reproduces the sequence call. Unidirectional layers only.
+
+    Args:
+      x_t: ``[*batch, F]``, one step of input.
+      carry: ``[L, *batch, H_out]`` (``LSTMState`` for LSTM), e.g. a sequence
+        call's ``final_carry`` or ``layer.initial_carry(batch_shape)``;
+        ``None`` means zeros.
+
+    Returns:
+      ``y_t: [*batch, H_out]``, the last layer's output, and the new carry.
+    """
+    config = self.config
+    if not self.has_variable('params', config.param_names[0]):
+      raise ValueError(
+        '`step` needs initialized parameters: pass the variables of `layer.init(key, inputs)`.'
+      )
+    params = [CellParams(**self.get_variable('params', name)) for name in config.param_names]
+    return step_layers(config, params, x_t, carry, dtype=self.dtype)
 
 
 class RNN(_RecurrentLayer):

@@ -12,7 +12,8 @@ from flax import nnx
 
 from jaxrnn._src import linen_layers
 from jaxrnn._src.compose import apply_layers
-from jaxrnn._src.config import LayerFields
+from jaxrnn._src.compose import step_layers
+from jaxrnn._src.fields import LayerFields
 from jaxrnn._src.init import weight_initializers
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
@@ -123,6 +124,19 @@ class _RecurrentLayer(LayerFields, nnx.Module):
       dropout_rng=rng,
       deterministic=deterministic,
     )
+
+  def step(self, x_t: Array, carry: Carry | None = None) -> tuple[Array, Carry]:
+    """Returns ``(y_t, new_carry)`` of one time step, with the sequence call's parameters.
+
+    Args:
+      x_t: ``[*batch, F]``, one step of input.
+      carry: ``[L, *batch, H_out]`` (``LSTMState`` for LSTM); ``None`` means zeros.
+
+    Returns:
+      ``y_t: [*batch, H_out]``, the last layer's output, and the new carry.
+    """
+    params = [getattr(self, name)() for name in self.config.param_names]
+    return step_layers(self.config, params, x_t, carry, dtype=self.dtype)
 
 
 _SHARED_DOC = """

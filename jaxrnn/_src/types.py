@@ -53,3 +53,7 @@ class LSTMState(NamedTuple):
 
 # An RNN or GRU carry is its hidden state array; an LSTM carry is an LSTMState.
 Carry = Array | LSTMState
+
+
+# Lets `jax.export` serialize functions that take or return an LSTMState (e.g. a decoding step).
+jax.export.register_namedtuple_serialization(LSTMState, serialized_name='jaxrnn.LSTMState')

@@ -1,0 +1,59 @@
+"""Layer attributes -> ``LayerConfig``, shared by the linen and NNX layers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import jax.numpy as jnp
+
+from jaxrnn._src.compose import zeros_carry
+from jaxrnn._src.config import LayerConfig
+from jaxrnn._src.types import Carry
+
+
+class LayerFields:
+  """Builds a layer's :class:`LayerConfig` from its attributes of the same names.
+
+  Shared by the linen and NNX layers, which both store ``hidden_size``,
+  ``num_layers``, ... as attributes. ``cell_family`` is ``'rnn'`` (with a
+  ``nonlinearity`` attribute), ``'lstm'`` (with ``proj_size``) or ``'gru'``.
+  """
+
+  cell_family: ClassVar[str]
+
+  def initial_carry(self, batch_shape: Sequence[int], dtype=jnp.float32) -> Carry:
+    """Returns the all-zeros start state, shaped like ``final_carry``; needs no parameters.
+
+    Args:
+      batch_shape: ``[*batch]``, e.g. ``(B,)``.
+      dtype: the layer's compute dtype.
+
+    Returns:
+      ``[L*D, *batch, H_out]`` zeros (``LSTMState`` with ``c: [L*D, *batch, H]``
+      for LSTM).
+    """
+    return zeros_carry(self.config, tuple(batch_shape), dtype)
+
+  @property
+  def config(self) -> LayerConfig:
+    """The validated hyper-parameters shared with the functional core."""
+    cell = self.cell_family
+    if cell == 'rnn':
+      nonlinearity = self.nonlinearity
+      if nonlinearity not in ('tanh', 'relu'):
+        raise ValueError(f"`nonlinearity` must be 'tanh' or 'relu', got {nonlinearity!r}.")
+      cell = f'rnn_{nonlinearity}'
+    return LayerConfig(
+      cell=cell,
+      hidden_size=self.hidden_size,
+      num_layers=self.num_layers,
+      bidirectional=self.bidirectional,
+      time_major=self.time_major,
+      dropout=self.dropout,
+      use_bias=self.use_bias,
+      proj_size=getattr(self, 'proj_size', 0),
+      unroll=self.unroll,
+      remat=self.remat,
+      hoist_input_projection=self.hoist_input_projection,
+    )
