@@ -17,6 +17,7 @@ from jaxrnn._src.linen_layers import LSTM
 from jaxrnn._src.linen_layers import RNN
 from jaxrnn._src.masking import lengths_to_mask
 from jaxrnn._src.masking import mask_to_lengths
+from jaxrnn._src.masking import pad_sequences
 from jaxrnn._src.masking import reverse_padded
 from jaxrnn._src.masking import to_batch_major
 from jaxrnn._src.masking import to_time_major
@@ -43,6 +44,7 @@ __all__ = [
   'lstm_cell',
   'mask_to_lengths',
   'nnx',
+  'pad_sequences',
   'reverse_padded',
   'rnn_relu_cell',
   'rnn_tanh_cell',

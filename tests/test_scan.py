@@ -130,3 +130,17 @@ def test_layout_transposes_round_trip(rng):
   assert tm.shape == (5, 2, 3, 4)
   np.testing.assert_array_equal(tm[1, 0, 2], x[0, 2, 1])
   np.testing.assert_array_equal(jaxrnn.to_batch_major(tm), x)
+
+
+def test_pad_sequences(rng):
+  seqs = [rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 0, 2)]
+  batch, lengths = jaxrnn.pad_sequences(seqs, max_length=6, padding_value=-1.0)
+  assert batch.shape == (3, 6, 3) and batch.dtype == np.float32
+  np.testing.assert_array_equal(lengths, [4, 0, 2])
+  np.testing.assert_array_equal(batch[0, :4], seqs[0])
+  assert np.all(batch[0, 4:] == -1) and np.all(batch[1] == -1)
+  np.testing.assert_array_equal(jaxrnn.lengths_to_mask(lengths, 6), np.arange(6)[None] < lengths[:, None])
+  with pytest.raises(ValueError, match='`max_length` is 3'):
+    jaxrnn.pad_sequences(seqs, max_length=3)
+  with pytest.raises(ValueError, match='trailing shape'):
+    jaxrnn.pad_sequences([np.zeros((2, 3)), np.zeros((2, 4))])

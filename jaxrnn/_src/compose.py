@@ -157,6 +157,11 @@ def apply_layers(
   carry = jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[0], batch_size, leaf.shape[-1]), carry)
   if seq_lengths is not None:
     seq_lengths = seq_lengths.reshape(batch_size)
+    # Padding is never read: zero it once, so that NaN or inf there cannot reach the
+    # gradients through the masked-out branch (0 * inf). Later layers read outputs,
+    # which are already zero at padding.
+    valid = jnp.arange(num_steps)[:, None] < seq_lengths[None, :]
+    xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))
 
   ys, final_carry = run_stack(
     config, params, xs, seq_lengths, carry, dropout_rng=dropout_rng if use_dropout else None

@@ -6,7 +6,11 @@ and padding after them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._src.types import Array
 
@@ -102,3 +106,51 @@ def to_batch_major(x: Array) -> Array:
     (4, 2, 10, 3)
   """
   return jnp.moveaxis(x, 0, -2)
+
+
+def pad_sequences(
+  sequences: Sequence[Any],
+  max_length: int | None = None,
+  *,
+  padding_value=0,
+  dtype=None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Returns ``(batch [B, T, ...], seq_lengths [B])``: right-padded sequences and their lengths.
+
+  Host-side (NumPy) batching of variable-length sequences for a layer call
+  ``layer(batch, seq_lengths)``; like ``torch.nn.utils.rnn.pad_sequence`` but
+  batch-major and with the lengths. Use ``to_time_major`` for ``[T, B, ...]``.
+
+  Args:
+    sequences: ``B`` arrays (or lists) ``[len_b, ...]`` with equal trailing shapes.
+    max_length: ``T``; ``None`` is the longest length. Longer sequences raise.
+    padding_value: value of the padded steps.
+    dtype: of the batch; ``None`` infers it from the sequences.
+
+  Example:
+    >>> from jaxrnn import pad_sequences
+    >>> batch, lengths = pad_sequences([[1, 2, 3], [4], []])
+    >>> batch
+    array([[1, 2, 3],
+           [4, 0, 0],
+           [0, 0, 0]])
+    >>> lengths
+    array([3, 1, 0], dtype=int32)
+  """
+  arrays = [np.asarray(s) for s in sequences]
+  if not arrays:
+    raise ValueError('`sequences` is empty: need at least one sequence.')
+  lengths = np.array([len(a) for a in arrays], np.int32)
+  trailing = {a.shape[1:] for a in arrays if len(a)} or {()}
+  if len(trailing) > 1:
+    raise ValueError(f'`sequences` must share their trailing shape [len, ...], got {sorted(trailing)}.')
+  (trailing,) = trailing
+  num_steps = int(lengths.max()) if max_length is None else max_length
+  if lengths.max() > num_steps:
+    raise ValueError(f'`max_length` is {num_steps} but a sequence has length {lengths.max()}.')
+  if dtype is None:
+    dtype = np.result_type(*[a.dtype for a in arrays if len(a)]) if lengths.any() else np.float32
+  batch = np.full((len(arrays), num_steps, *trailing), padding_value, dtype)
+  for row, a in zip(batch, arrays, strict=True):
+    row[: len(a)] = a
+  return batch, lengths
