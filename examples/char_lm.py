@@ -21,9 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import Checkpoints
+from common import fit
 from common import make_train_step
-from common import progress
 
 import jaxrnn
 
@@ -119,38 +118,24 @@ def main():
   )
 
   model = CharLM(len(CHARS), args.hidden, args.layers)
-  rng = np.random.default_rng(0)
   params = model.init(jax.random.key(0), jnp.zeros((1, args.seq_len), jnp.int32))
   schedule = optax.cosine_decay_schedule(args.lr, max(args.steps, 1), alpha=0.1)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
-  state = {'params': params, 'opt_state': optimizer.init(params)}
-  checkpoints = Checkpoints(args.ckpt_dir)
-  start = 0
-  if args.resume:
-    start, state = checkpoints.restore_latest(state)
-    print(f'resumed from step {start}')
 
   def loss_fn(params, inputs, targets):
     logits, _ = model.apply(params, inputs)
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
-  train_step = make_train_step(loss_fn, optimizer)
-  params, opt_state = state['params'], state['opt_state']
-  rng = np.random.default_rng(start)  # a resumed run draws fresh windows
-  bar = progress(args.steps, initial=start)
-  started = time.perf_counter()
-  for step in range(start + 1, args.steps + 1):
-    params, opt_state, loss = train_step(
-      params, opt_state, *windows(train, rng, args.batch_size, args.seq_len)
-    )
-    bar.update()
-    if step % 10 == 0 or step == args.steps:
-      bar.set_postfix(loss=f'{float(loss):.3f}')
-    if step % args.ckpt_every == 0 or step == args.steps:
-      checkpoints.save(step, {'params': params, 'opt_state': opt_state})
-  bar.close()
-  checkpoints.close()
-  print(f'trained steps {start + 1}..{args.steps} in {time.perf_counter() - started:.0f} s')
+  params, _, _ = fit(
+    make_train_step(loss_fn, optimizer),
+    params,
+    optimizer.init(params),
+    lambda rng, step: windows(train, rng, args.batch_size, args.seq_len),
+    steps=args.steps,
+    ckpt_dir=args.ckpt_dir,
+    resume=args.resume,
+    ckpt_every=args.ckpt_every,
+  )
 
   eval_loss = jax.jit(loss_fn)
   valid_rng = np.random.default_rng(123)

@@ -100,7 +100,7 @@ def rnn_tanh_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Ar
     carry: ``h: [..., H]``.
     x: ``[..., F]``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from jaxrnn import CellParams, rnn_tanh_cell
     >>> params = CellParams(w_ih=jnp.ones((3, 2)), w_hh=jnp.zeros((2, 2)))
@@ -128,7 +128,7 @@ def lstm_cell(params: CellParams, carry: LSTMState, x: Array) -> tuple[LSTMState
     carry: ``LSTMState(h: [..., H_out], c: [..., H])``.
     x: ``[..., F]``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from jaxrnn import CellParams, LSTMState, lstm_cell
     >>> params = CellParams(w_ih=jnp.zeros((3, 8)), w_hh=jnp.zeros((2, 8)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +13,13 @@ from jaxrnn._src.types import Array
 
 def generate(
   step_fn: Callable[[object, Array], tuple[Array, object]],
-  carry,
+  carry: Any,
   first_tokens: Array,
   num_steps: int,
   key: Array | None = None,
   *,
   temperature: float | Array = 0.0,
-) -> tuple[Array, object]:
+) -> tuple[Array, Any]:
   """Returns ``(tokens, final_carry)``: ``num_steps`` tokens generated after ``first_tokens``.
 
   Each step feeds the previous token to ``step_fn`` and picks the next one from
@@ -39,7 +40,7 @@ def generate(
   Returns:
     ``tokens: [*batch, num_steps]`` and the carry after the last step.
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
     >>> def count_up(carry, tokens):  # logits favour token + 1
     ...   return jax.nn.one_hot(tokens + 1, 10) * 5.0, carry + 1

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from jaxrnn._src.compose import zeros_carry
 from jaxrnn._src.config import LayerConfig
@@ -22,7 +23,7 @@ class LayerFields:
 
   cell_family: ClassVar[str]
 
-  def initial_carry(self, batch_shape: Sequence[int], dtype=jnp.float32) -> Carry:
+  def initial_carry(self, batch_shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> Carry:
     """Returns the all-zeros start state, shaped like ``final_carry``; needs no parameters.
 
     Args:

@@ -17,7 +17,7 @@ def torch_uniform(hidden_size: int) -> Initializer:
   PyTorch uses it for every weight and bias of ``nn.RNN``, ``nn.LSTM`` and
   ``nn.GRU``, projection included.
 
-  Example:
+  Examples:
     >>> import jax
     >>> from jaxrnn import torch_uniform
     >>> w = torch_uniform(16)(jax.random.key(0), (8, 64))

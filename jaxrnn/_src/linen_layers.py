@@ -162,7 +162,7 @@ class RNN(_RecurrentLayer):
       ``None`` picks per backend (on for GPU/TPU, off for CPU).
     nonlinearity: ``'tanh'`` or ``'relu'``.
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp
     >>> import jaxrnn
     >>> layer = jaxrnn.RNN(hidden_size=4, num_layers=2)
@@ -186,7 +186,7 @@ class LSTM(_RecurrentLayer):
 
   ``final_carry`` is ``LSTMState(h, c)``, which unpacks like PyTorch's ``(h_n, c_n)``.
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp
     >>> import jaxrnn
     >>> layer = jaxrnn.LSTM(hidden_size=8, bidirectional=True)
@@ -211,7 +211,7 @@ class GRU(_RecurrentLayer):
 
   Attributes are those of :class:`RNN` without ``nonlinearity``.
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp
     >>> import jaxrnn
     >>> layer = jaxrnn.GRU(hidden_size=8, time_major=True)

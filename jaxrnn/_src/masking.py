@@ -11,6 +11,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from jaxrnn._src.types import Array
 
@@ -22,7 +23,7 @@ def lengths_to_mask(seq_lengths: Array, max_length: int) -> Array:
     seq_lengths: integers ``[*batch]``.
     max_length: ``T``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from jaxrnn import lengths_to_mask
     >>> lengths_to_mask(jnp.array([0, 2, 3]), 3)
@@ -40,7 +41,7 @@ def mask_to_lengths(mask: Array) -> Array:
   The mask must be a prefix mask (True then False); the count of True values is
   returned as the length.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from jaxrnn import mask_to_lengths
     >>> mask_to_lengths(jnp.array([[1, 1, 0], [1, 1, 1]], dtype=bool))
@@ -60,7 +61,7 @@ def reverse_padded(x: Array, seq_lengths: Array | None, *, time_axis: int = 1) -
       ``time_axis=1`` is ``[B, T, ...]``; use ``time_axis=0`` for ``[T, B, ...]``.
     seq_lengths: integers ``[*batch]``, or ``None`` for full length (plain flip).
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from jaxrnn import reverse_padded
     >>> x = jnp.array([[1, 2, 3, 0], [1, 2, 3, 4]])
@@ -87,7 +88,7 @@ def reverse_padded(x: Array, seq_lengths: Array | None, *, time_axis: int = 1) -
 def to_time_major(x: Array) -> Array:
   """Returns ``[T, *batch, F]`` from batch-major ``x: [*batch, T, F]``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from jaxrnn import to_time_major
     >>> to_time_major(jnp.zeros((4, 2, 10, 3))).shape  # batch axes (4, 2), T=10
@@ -99,7 +100,7 @@ def to_time_major(x: Array) -> Array:
 def to_batch_major(x: Array) -> Array:
   """Returns ``[*batch, T, F]`` from time-major ``x: [T, *batch, F]``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from jaxrnn import to_batch_major
     >>> to_batch_major(jnp.zeros((10, 4, 2, 3))).shape
@@ -112,8 +113,8 @@ def pad_sequences(
   sequences: Sequence[Any],
   max_length: int | None = None,
   *,
-  padding_value=0,
-  dtype=None,
+  padding_value: float = 0,
+  dtype: DTypeLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Returns ``(batch [B, T, ...], seq_lengths [B])``: right-padded sequences and their lengths.
 
@@ -127,7 +128,7 @@ def pad_sequences(
     padding_value: value of the padded steps.
     dtype: of the batch; ``None`` infers it from the sequences.
 
-  Example:
+  Examples:
     >>> from jaxrnn import pad_sequences
     >>> batch, lengths = pad_sequences([[1, 2, 3], [4], []])
     >>> batch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 from typing import ClassVar
 
@@ -154,7 +155,7 @@ class RNN(_RecurrentLayer):
   __doc__ = (
     """Elman RNN layer (NNX), like ``torch.nn.RNN`` and ``jaxrnn.RNN``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
@@ -177,7 +178,7 @@ class LSTM(_RecurrentLayer):
   __doc__ = (
     """LSTM layer (NNX), like ``torch.nn.LSTM`` and ``jaxrnn.LSTM``, with optional ``proj_size``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
@@ -200,7 +201,7 @@ class GRU(_RecurrentLayer):
   __doc__ = (
     """GRU layer (NNX), like ``torch.nn.GRU`` and ``jaxrnn.GRU``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
@@ -222,7 +223,13 @@ _TWINS = {
 }
 
 
-def linen_to_nnx(layer, variables, *, rngs: nnx.Rngs | None = None, deterministic: bool = False):
+def linen_to_nnx(
+  layer: linen_layers.nn.Module,
+  variables: Mapping[str, Any],
+  *,
+  rngs: nnx.Rngs | None = None,
+  deterministic: bool = False,
+) -> _RecurrentLayer:
   """Returns the NNX twin of a linen ``layer`` holding ``variables``' parameters.
 
   Args:
@@ -232,7 +239,7 @@ def linen_to_nnx(layer, variables, *, rngs: nnx.Rngs | None = None, deterministi
       layers; default ``nnx.Rngs(0)``.
     deterministic: the NNX module's dropout mode (see ``module.eval()``).
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
     >>> layer = jaxrnn.GRU(hidden_size=4)
     >>> x = jnp.ones((2, 3, 5))
@@ -267,10 +274,10 @@ def linen_to_nnx(layer, variables, *, rngs: nnx.Rngs | None = None, deterministi
   return module
 
 
-def nnx_to_linen(module) -> tuple[Any, dict]:
+def nnx_to_linen(module: _RecurrentLayer) -> tuple[linen_layers.nn.Module, dict]:
   """Returns ``(layer, variables)``: the linen twin of an NNX layer, with its parameters.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, jaxrnn
     >>> from flax import nnx
     >>> module = jaxrnn.nnx.LSTM(3, 4, proj_size=2, rngs=nnx.Rngs(0))

@@ -80,7 +80,7 @@ def scan_layer(
     ``final_carry`` (the state after each sequence's last valid step) and
     ``ys: [T, *batch, H_out]`` with zeros at padded steps.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> from jaxrnn import CellParams, scan_layer, rnn_relu_cell
     >>> params = CellParams(w_ih=jnp.ones((1, 1)), w_hh=jnp.ones((1, 1)))

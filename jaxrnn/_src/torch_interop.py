@@ -18,9 +18,11 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.linen_layers import GRU
@@ -99,7 +101,7 @@ def params_from_state_dict(
   return params
 
 
-def to_state_dict(layer, variables) -> dict[str, np.ndarray]:
+def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Returns PyTorch's ``state_dict`` of ``layer`` as NumPy arrays (no torch needed).
 
   Args:
@@ -107,7 +109,7 @@ def to_state_dict(layer, variables) -> dict[str, np.ndarray]:
     variables: ``{'params': ...}`` or the ``params`` dict itself, or any pytree
       shaped like them (e.g. gradients).
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
     >>> layer = jaxrnn.GRU(hidden_size=4, bidirectional=True)
     >>> variables = layer.init(jax.random.key(0), jnp.ones((1, 2, 3)))
@@ -155,8 +157,8 @@ def from_state_dict(
   bidirectional: bool | None = None,
   bias: bool | None = None,
   proj_size: int | None = None,
-  dtype=None,
-) -> tuple[Any, dict]:
+  dtype: DTypeLike | None = None,
+) -> tuple[nn.Module, dict]:
   """Returns ``(layer, variables)`` from a PyTorch ``state_dict`` of NumPy arrays (no torch needed).
 
   Args:
@@ -165,13 +167,17 @@ def from_state_dict(
     batch_first: PyTorch's flag; the layer gets ``time_major = not batch_first``
       (PyTorch's default is time-major).
     dropout: PyTorch's dropout between layers.
-    input_size, hidden_size, num_layers, bidirectional, bias, proj_size: PyTorch's
-      hyper-parameters; ``None`` infers them from the names and shapes. Given
-      ones are checked against the ``state_dict``.
+    input_size: ``F``; ``None`` infers it from ``weight_ih_l0``.
+    hidden_size: ``H``; ``None`` infers it.
+    num_layers: ``L``; ``None`` infers it from the parameter names.
+    bidirectional: ``None`` infers it from the ``_reverse`` names.
+    bias: ``None`` infers it from the presence of ``bias_ih_l0``.
+    proj_size: ``P``; ``None`` infers it from ``weight_hr_l0``. Every given
+      hyper-parameter is checked against the ``state_dict``.
     dtype: parameter dtype (``float32``, ``float64`` or ``bfloat16``); ``None``
       keeps the arrays' dtype.
 
-  Example:
+  Examples:
     >>> import numpy as np, jaxrnn
     >>> rng = np.random.default_rng(0)
     >>> state_dict = {'weight_ih_l0': rng.normal(size=(8, 3)), 'weight_hh_l0': rng.normal(size=(8, 2)),
@@ -220,7 +226,7 @@ def from_state_dict(
   return layer, {'params': jax.tree.map(lambda a: jnp.asarray(a, _DTYPES[dtype_name]), params)}
 
 
-def from_torch(module) -> tuple[Any, dict]:
+def from_torch(module: Any) -> tuple[nn.Module, dict]:
   """Returns ``(layer, variables)`` equivalent to a ``torch.nn.RNN``, ``LSTM`` or ``GRU``.
 
   Every hyper-parameter carries over: ``num_layers``, ``bidirectional``,
@@ -228,7 +234,7 @@ def from_torch(module) -> tuple[Any, dict]:
   ``nonlinearity``, ``proj_size``, ``dropout``; parameters keep their dtype
   (float32, float64 or bfloat16).
 
-  Example (needs torch):
+  Examples:
     >>> import torch, jaxrnn
     >>> module = torch.nn.LSTM(3, 8, num_layers=2, batch_first=True, bidirectional=True)
     >>> layer, variables = jaxrnn.interop.from_torch(module)
@@ -264,14 +270,14 @@ def from_torch(module) -> tuple[Any, dict]:
   )
 
 
-def to_torch(layer, variables):
+def to_torch(layer: nn.Module, variables: Mapping[str, Any]) -> Any:
   """Returns a ``torch.nn.RNN``/``LSTM``/``GRU`` with ``layer``'s hyper-parameters and ``variables``.
 
   ``variables`` may be any pytree shaped like the parameters, e.g. gradients:
   ``to_torch(layer, grads).weight_ih_l0`` is then the gradient by PyTorch's name.
   The module's dtype is that of the arrays.
 
-  Example (needs torch):
+  Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
     >>> layer = jaxrnn.GRU(hidden_size=4)
     >>> variables = layer.init(jax.random.key(0), jnp.ones((1, 2, 3)))
