@@ -1,0 +1,122 @@
+"""Measures one (shape, framework) pair in this process and prints one JSON line.
+
+python -m benchmarks.measure S1 jaxrnn [--runs 10] [--option unroll=2]
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+
+def timed(fn, warmup, runs):
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times) * 1000
+
+
+def measure_jax(forward, forward_backward, args, warmup, runs):
+  import jax
+
+  result = {}
+  for mode, fn in (('fwd', forward), ('fwdbwd', forward_backward)):
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    result[f'{mode}_compile_s'] = time.perf_counter() - start
+    result[f'{mode}_ms'] = timed(
+      lambda compiled=compiled: jax.block_until_ready(compiled(*args)), warmup, runs
+    )
+    memory = compiled.memory_analysis()
+    if memory is not None:
+      result[f'{mode}_peak_mb'] = (
+        memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
+      ) / 2**20
+  return result
+
+
+def roofline_ms(shape, warmup, runs):
+  """Calibrated lower bound of the forward time, measured here with plain XLA GEMMs.
+
+  Per layer and direction: one input-projection GEMM ``[B*T, F] x [F, G*H]`` plus
+  ``T`` dependent recurrent GEMMs ``[B, H] x [H, G*H]`` run inside one compiled loop
+  (so no per-call dispatch is counted).
+  """
+  import jax
+  import jax.numpy as jnp
+
+  gh = shape.gates * shape.hidden
+  w_hh = jnp.full((shape.hidden, gh), 0.01, jnp.float32)
+
+  @jax.jit
+  def recurrent(h):
+    def step(h, _):
+      return (h @ w_hh)[:, : shape.hidden], None
+
+    return jax.lax.scan(step, h, None, length=shape.steps)[0]
+
+  h = jnp.ones((shape.batch, shape.hidden), jnp.float32)
+  recurrent_ms = timed(lambda: jax.block_until_ready(recurrent(h)), warmup, runs)
+  total = 0.0
+  for layer in range(shape.layers):
+    features = shape.features if layer == 0 else shape.directions * shape.hidden
+    a = jnp.ones((shape.batch * shape.steps, features), jnp.float32)
+    b = jnp.ones((features, gh), jnp.float32)
+    project = jax.jit(jnp.dot)
+    projection_ms = timed(
+      lambda a=a, b=b, project=project: jax.block_until_ready(project(a, b)), warmup, runs
+    )
+    total += shape.directions * (projection_ms + recurrent_ms)
+  return total
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('shape')
+  parser.add_argument('framework', choices=['jaxrnn', 'flax', 'torch'])
+  parser.add_argument('--warmup', type=int, default=3)
+  parser.add_argument('--runs', type=int, default=10)
+  parser.add_argument('--option', action='append', default=[], help='jaxrnn layer field, e.g. unroll=2')
+  parser.add_argument('--roofline', action='store_true')
+  args = parser.parse_args()
+
+  from benchmarks import cases
+
+  shape = cases.SHAPES[args.shape.split('@')[0]]
+  if '@T=' in args.shape:
+    shape = shape.with_steps(int(args.shape.split('@T=')[1]))
+  result = {'shape': args.shape, 'framework': args.framework}
+  if args.framework == 'torch':
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    forward, forward_backward = cases.torch_functions(shape)
+    result['fwd_ms'] = timed(forward, args.warmup, args.runs)
+    result['fwdbwd_ms'] = timed(forward_backward, args.warmup, args.runs)
+    result['version'] = f'torch {torch.__version__}'
+  else:
+    import jax
+
+    options = {}
+    for item in args.option:
+      key, value = item.split('=')
+      options[key] = {'True': True, 'False': False, 'None': None}.get(value, value)
+      if isinstance(options[key], str) and options[key].isdigit():
+        options[key] = int(options[key])
+    if args.framework == 'jaxrnn':
+      functions = cases.jaxrnn_functions(shape, **options)
+    else:
+      functions = cases.flax_functions(shape)
+    result.update(measure_jax(*functions, args.warmup, args.runs))
+    result['version'] = f'jax {jax.__version__}'
+    if args.roofline:
+      result['roofline_ms'] = roofline_ms(shape, args.warmup, args.runs)
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  main()
