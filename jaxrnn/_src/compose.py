@@ -34,6 +34,11 @@ def zeros_carry(config: LayerConfig, batch_shape: Sequence[int], dtype=jnp.float
   return h
 
 
+def compute_dtype(inputs: Array, params: Sequence[CellParams], dtype=None) -> jnp.dtype:
+  """Returns ``dtype``, or when None the promotion of the inputs' and parameters' dtypes."""
+  return jnp.dtype(jnp.result_type(inputs.dtype, params[0].w_ih.dtype) if dtype is None else dtype)
+
+
 def dropout(rng: Array, rate: float, x: Array) -> Array:
   """Returns ``x`` with entries zeroed with probability ``rate``, the rest scaled by ``1/(1-rate)``."""
   keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
@@ -131,9 +136,7 @@ def apply_layers(
   checks.check_features(
     in_features, params[0].w_ih.shape[0], f'w_ih of {config.param_names[0]} is {list(params[0].w_ih.shape)}'
   )
-  if dtype is None:
-    dtype = jnp.result_type(inputs.dtype, params[0].w_ih.dtype)
-  dtype = jnp.dtype(dtype)
+  dtype = compute_dtype(inputs, params, dtype)
   seq_lengths = checks.check_seq_lengths(seq_lengths, batch_shape, num_steps, inputs.shape, config.time_major)
   if initial_carry is None:
     carry = zeros_carry(config, batch_shape, dtype)
@@ -217,9 +220,9 @@ def step_layers(
     x_t.shape[-1], expected, f'w_ih of {config.param_names[0]} is {list(params[0].w_ih.shape)}', 'x_t'
   )
   if carry is not None:
-    if dtype is None:
-      dtype = jnp.result_type(x_t.dtype, params[0].w_ih.dtype)
-    carry = checks.check_initial_carry(carry, config, x_t.shape[:-1], jnp.dtype(dtype), 'carry')
+    carry = checks.check_initial_carry(
+      carry, config, x_t.shape[:-1], compute_dtype(x_t, params, dtype), 'carry'
+    )
   # One step is a sequence of length one: the very same code path as the sequence call.
   one_step = dataclasses.replace(config, time_major=True)
   outputs, new_carry = apply_layers(one_step, params, x_t[None], None, carry, dtype=dtype)

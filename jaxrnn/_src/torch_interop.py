@@ -288,11 +288,9 @@ def to_torch(layer: nn.Module, variables: Mapping[str, Any]) -> Any:
   torch = _import_torch()
   state_dict = to_state_dict(layer, variables)
   config = layer.config
-  params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
-  dtype = jnp.dtype(params[config.param_names[0]]['w_ih'].dtype).name
+  dtype = jnp.dtype(state_dict['weight_ih_l0'].dtype).name
   if dtype not in _DTYPES:
     raise TypeError(f'parameter dtype must be float32, float64 or bfloat16, got {dtype}.')
-  cls = {'RNN_TANH': torch.nn.RNN, 'RNN_RELU': torch.nn.RNN, 'LSTM': torch.nn.LSTM, 'GRU': torch.nn.GRU}
   mode = _mode(layer)
   kwargs = {}
   if mode.startswith('RNN'):
@@ -300,7 +298,8 @@ def to_torch(layer: nn.Module, variables: Mapping[str, Any]) -> Any:
   if config.proj_size:
     kwargs['proj_size'] = config.proj_size
   torch_dtype = getattr(torch, dtype)
-  module = cls[mode](
+  # jaxrnn's layer classes carry PyTorch's names: RNN, LSTM, GRU.
+  module = getattr(torch.nn, _MODES[mode][0].__name__)(
     input_size=state_dict['weight_ih_l0'].shape[1],
     hidden_size=config.hidden_size,
     num_layers=config.num_layers,
