@@ -35,7 +35,8 @@ def accumulation_dtype(dtype) -> jnp.dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _matmul(a: Array, b: Array) -> Array:
+def matmul(a: Array, b: Array) -> Array:
+  """Returns ``a @ b`` accumulated in at least float32."""
   return jnp.matmul(a, b, preferred_element_type=accumulation_dtype(a.dtype))
 
 
@@ -45,19 +46,40 @@ def _add_bias(z: Array, b) -> Array:
 
 def project_input(params: CellParams, x: Array) -> Array:
   """Returns ``x @ w_ih + b_ih``: ``[..., G*H]`` from ``x: [..., F]``."""
-  return _add_bias(_matmul(x, params.w_ih), params.b_ih)
+  return _add_bias(matmul(x, params.w_ih), params.b_ih)
 
 
-def _recurrent_sum(params: CellParams, h: Array) -> Array:
-  return _add_bias(_matmul(h, params.w_hh), params.b_hh)
+def recurrent_sum(params: CellParams, h: Array) -> Array:
+  """Returns ``h @ w_hh + b_hh``: ``[..., G*H]`` from ``h: [..., H_out]``."""
+  return _add_bias(matmul(h, params.w_hh), params.b_hh)
 
 
-def _elman(activation: Callable[[Array], Array]):
-  def recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, Array]:
-    h = activation(gx + _recurrent_sum(params, carry)).astype(carry.dtype)
+def _elman_pointwise(activation: Callable[[Array], Array]):
+  def pointwise(carry: Array, z: Array) -> tuple[Array, Array]:
+    h = activation(z).astype(carry.dtype)
     return h, h
 
+  return pointwise
+
+
+def _elman(pointwise):
+  def recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, Array]:
+    return pointwise(carry, gx + recurrent_sum(params, carry))
+
   return recurrence
+
+
+def _lstm_pointwise(carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
+  """Returns the next ``LSTMState`` and ``h`` from the gate pre-activations ``z: [..., 4H]``."""
+  c, h = _lstm_gates(carry, z)
+  h = h.astype(carry.h.dtype)
+  return LSTMState(h, c.astype(carry.c.dtype)), h
+
+
+def _lstm_gates(carry: LSTMState, z: Array) -> tuple[Array, Array]:
+  i, f, g, o = jnp.split(z, 4, axis=-1)
+  c = jax.nn.sigmoid(f) * carry.c.astype(z.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
+  return c, jax.nn.sigmoid(o) * jnp.tanh(c)
 
 
 def lstm_recurrence(params: CellParams, carry: LSTMState, gx: Array) -> tuple[LSTMState, Array]:
@@ -65,14 +87,22 @@ def lstm_recurrence(params: CellParams, carry: LSTMState, gx: Array) -> tuple[LS
 
   ``gx: [..., 4H]`` is the projected input; gates are ``i, f, g, o``.
   """
-  z = gx + _recurrent_sum(params, carry.h)
-  i, f, g, o = jnp.split(z, 4, axis=-1)
-  c = jax.nn.sigmoid(f) * carry.c.astype(z.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
-  h = jax.nn.sigmoid(o) * jnp.tanh(c)
-  if params.w_hr is not None:
-    h = _matmul(h.astype(carry.h.dtype), params.w_hr)
-  h = h.astype(carry.h.dtype)
+  z = gx + recurrent_sum(params, carry.h)
+  if params.w_hr is None:
+    return _lstm_pointwise(carry, z)
+  c, h = _lstm_gates(carry, z)
+  h = matmul(h.astype(carry.h.dtype), params.w_hr).astype(carry.h.dtype)
   return LSTMState(h, c.astype(carry.c.dtype)), h
+
+
+def _gru_pointwise(carry: Array, gx: Array, gh: Array) -> tuple[Array, Array]:
+  xr, xz, xn = jnp.split(gx, 3, axis=-1)
+  hr, hz, hn = jnp.split(gh, 3, axis=-1)
+  r = jax.nn.sigmoid(xr + hr)
+  z = jax.nn.sigmoid(xz + hz)
+  n = jnp.tanh(xn + r * hn)
+  h = ((1.0 - z) * n + z * carry.astype(z.dtype)).astype(carry.dtype)
+  return h, h
 
 
 def gru_recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, Array]:
@@ -82,14 +112,7 @@ def gru_recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, 
   applied after the recurrent matmul, as in PyTorch:
   ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``.
   """
-  gh = _recurrent_sum(params, carry)
-  xr, xz, xn = jnp.split(gx, 3, axis=-1)
-  hr, hz, hn = jnp.split(gh, 3, axis=-1)
-  r = jax.nn.sigmoid(xr + hr)
-  z = jax.nn.sigmoid(xz + hz)
-  n = jnp.tanh(xn + r * hn)
-  h = ((1.0 - z) * n + z * carry.astype(z.dtype)).astype(carry.dtype)
-  return h, h
+  return _gru_pointwise(carry, gx, recurrent_sum(params, carry))
 
 
 def rnn_tanh_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Array]:
@@ -160,11 +183,23 @@ class CellKind:
     num_gates: ``G``, the number of ``H``-wide blocks in ``w_ih`` and ``w_hh``.
     recurrence: ``(params, carry, gx) -> (new_carry, y)`` given the projected
       input ``gx = project_input(params, x)``.
+    pointwise: the recurrence after its matmuls, without parameters (for the
+      fused backward pass, ``scan.py``): ``(carry, gx + gh)`` when ``additive``,
+      else ``(carry, gx, gh)``, with ``gh = hidden(carry) @ w_hh + b_hh``. LSTM
+      with a projection (``w_hr``) has a matmul after the gates and no
+      parameter-free pointwise part.
+    additive: whether the pointwise part reads only ``gx + gh``.
   """
 
   name: str
   num_gates: int
   recurrence: Callable[[CellParams, Carry, Array], tuple[Carry, Array]]
+  pointwise: Callable[..., tuple[Carry, Array]]
+  additive: bool
+
+  def hidden(self, carry: Carry) -> Array:
+    """Returns the part of the carry that multiplies ``w_hh``."""
+    return carry.h if self.has_cell_state else carry
 
   @property
   def has_cell_state(self) -> bool:
@@ -172,15 +207,17 @@ class CellKind:
     return self.name == 'lstm'
 
 
-_tanh_recurrence = _elman(jnp.tanh)
-_relu_recurrence = _elman(jax.nn.relu)
+_tanh_pointwise = _elman_pointwise(jnp.tanh)
+_relu_pointwise = _elman_pointwise(jax.nn.relu)
+_tanh_recurrence = _elman(_tanh_pointwise)
+_relu_recurrence = _elman(_relu_pointwise)
 
 CELL_KINDS = {
   k.name: k
   for k in (
-    CellKind('rnn_tanh', 1, _tanh_recurrence),
-    CellKind('rnn_relu', 1, _relu_recurrence),
-    CellKind('lstm', 4, lstm_recurrence),
-    CellKind('gru', 3, gru_recurrence),
+    CellKind('rnn_tanh', 1, _tanh_recurrence, _tanh_pointwise, additive=True),
+    CellKind('rnn_relu', 1, _relu_recurrence, _relu_pointwise, additive=True),
+    CellKind('lstm', 4, lstm_recurrence, _lstm_pointwise, additive=True),
+    CellKind('gru', 3, gru_recurrence, _gru_pointwise, additive=False),
   )
 }

@@ -18,6 +18,7 @@ from jaxrnn._src import checks
 from jaxrnn._src.cells import accumulation_dtype
 from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.scan import default_hoist_input_projection
+from jaxrnn._src.scan import fused_scan_layer
 from jaxrnn._src.scan import scan_layer
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
@@ -82,17 +83,19 @@ def run_stack(
     outputs = []
     for direction in range(directions):
       row = layer * directions + direction
-      final, ys = scan_layer(
-        kind.recurrence,
-        params[row],
-        jax.tree.map(operator.itemgetter(row), carry),
-        xs,
-        seq_lengths,
+      options = dict(
         reverse=direction == 1,
         hoist_input_projection=hoist,
         unroll=config.unroll,
-        remat=config.remat,
+        checkpoint_every=config.checkpoint_every,
       )
+      carry_row = jax.tree.map(operator.itemgetter(row), carry)
+      if config.use_fused_backward:
+        final, ys = fused_scan_layer(kind, params[row], carry_row, xs, seq_lengths, **options)
+      else:
+        final, ys = scan_layer(
+          kind.recurrence, params[row], carry_row, xs, seq_lengths, remat=config.remat, **options
+        )
       finals.append(final)
       outputs.append(ys)
     xs = outputs[0] if directions == 1 else jnp.concatenate(outputs, axis=-1)

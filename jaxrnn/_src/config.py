@@ -34,7 +34,9 @@ class LayerConfig:
   proj_size: int = 0
   unroll: int = 1
   remat: bool = False
+  checkpoint_every: int = 0
   hoist_input_projection: bool | None = None
+  fused_backward: bool | None = None
 
   def __post_init__(self):
     if self.cell not in CELL_KINDS:
@@ -43,6 +45,18 @@ class LayerConfig:
     _check_int('num_layers', self.num_layers, 1)
     _check_int('proj_size', self.proj_size, 0)
     _check_int('unroll', self.unroll, 1)
+    _check_int('checkpoint_every', self.checkpoint_every, 0)
+    if self.remat and self.checkpoint_every:
+      raise ValueError(
+        '`remat=True` and `checkpoint_every` are two ways to save memory; choose one '
+        f'(got remat=True, checkpoint_every={self.checkpoint_every}).'
+      )
+    if self.fused_backward and (self.proj_size or self.remat):
+      raise ValueError(
+        '`fused_backward=True` does not support '
+        + ('`proj_size`' if self.proj_size else '`remat=True` (use `checkpoint_every`)')
+        + '; leave `fused_backward=None` to choose automatically.'
+      )
     if self.proj_size and self.cell != 'lstm':
       raise ValueError(
         f'`proj_size` is only supported by LSTM, got proj_size={self.proj_size} for {self.cell}.'
@@ -55,6 +69,13 @@ class LayerConfig:
       raise TypeError(f'`dropout` must be a float in [0, 1), got {self.dropout!r}.')
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f'`dropout` must be in [0, 1), got {self.dropout}.')
+
+  @property
+  def use_fused_backward(self) -> bool:
+    """Whether the loop runs with the hand-written backward pass (``fused_backward``)."""
+    if self.fused_backward is None:
+      return not (self.proj_size or self.remat)
+    return self.fused_backward
 
   @property
   def kind(self) -> CellKind:

@@ -56,5 +56,7 @@ class LayerFields:
       proj_size=getattr(self, 'proj_size', 0),
       unroll=self.unroll,
       remat=self.remat,
+      checkpoint_every=self.checkpoint_every,
       hoist_input_projection=self.hoist_input_projection,
+      fused_backward=self.fused_backward,
     )

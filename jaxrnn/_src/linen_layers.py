@@ -55,7 +55,9 @@ class _RecurrentLayer(LayerFields, nn.Module):
   bias_init: Initializer | None = None
   unroll: int = 1
   remat: bool = False
+  checkpoint_every: int = 0
   hoist_input_projection: bool | None = None
+  fused_backward: bool | None = None
 
   def __post_init__(self):
     super().__post_init__()
@@ -158,8 +160,17 @@ class RNN(_RecurrentLayer):
       ``w_hh`` and the biases; ``None`` is PyTorch's ``U(-1/sqrt(H), 1/sqrt(H))``.
     unroll: time steps per loop iteration.
     remat: recompute each step in the backward pass instead of storing it.
+    checkpoint_every: if ``k > 0``, the backward pass stores the carry only
+      every ``k`` steps and recomputes the steps in between: memory
+      ``O(T/k + k)`` instead of ``O(T)`` for one more forward pass of compute;
+      ``k`` about ``sqrt(T)`` is the usual choice for long sequences.
     hoist_input_projection: compute ``x @ w_ih`` for all steps before the loop;
       ``None`` picks per backend (on for GPU/TPU, off for CPU).
+    fused_backward: use the hand-written backward pass (one matmul per step,
+      weight gradients as one matmul over all steps; same values, faster).
+      ``None`` (default) uses it wherever it applies (not with ``proj_size``
+      or ``remat``). It has no forward-mode derivative: set ``False`` for
+      ``jax.jvp``/``jax.jacfwd``/``jax.hessian`` through the layer.
     nonlinearity: ``'tanh'`` or ``'relu'``.
 
   Examples:

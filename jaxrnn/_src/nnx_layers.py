@@ -56,7 +56,9 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     bias_init: Initializer | None = None,
     unroll: int = 1,
     remat: bool = False,
+    checkpoint_every: int = 0,
     hoist_input_projection: bool | None = None,
+    fused_backward: bool | None = None,
     deterministic: bool = False,
     rngs: nnx.Rngs,
   ):
@@ -74,7 +76,9 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     self.bias_init = bias_init
     self.unroll = unroll
     self.remat = remat
+    self.checkpoint_every = checkpoint_every
     self.hoist_input_projection = hoist_input_projection
+    self.fused_backward = fused_backward
     self.deterministic = deterministic
     config = self.config  # validates the hyper-parameters
     initializers = weight_initializers(hidden_size, kernel_init, recurrent_kernel_init, bias_init)

@@ -12,6 +12,16 @@ is the scan's carry (no per-step stack of carries, O(1) extra memory).
 
 The input projection ``x @ w_ih + b_ih`` can run inside the step or, hoisted,
 as one matmul over all steps before the loop (``hoist_input_projection``).
+
+:func:`fused_scan_layer` is the same loop with a hand-written backward pass
+(``jax.custom_vjp``): one reversed scan whose step does a single matmul
+(``dgh @ w_hh.T``); the weight gradients are then one large matmul each over
+all steps instead of ``T`` small ones accumulated inside the loop.
+
+Both take ``checkpoint_every=k``: the loop runs as ``ceil(T/k)`` chunks of ``k``
+steps under ``jax.checkpoint``, so the backward pass stores one carry per chunk
+and recomputes the chunk's steps (memory ``O(T/k + k)``, about ``sqrt(T)``
+for ``k = sqrt(T)``, for one extra forward pass of compute).
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._src.cells import CellKind
+from jaxrnn._src.cells import matmul
 from jaxrnn._src.cells import project_input
+from jaxrnn._src.cells import recurrent_sum
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
 from jaxrnn._src.types import CellParams
@@ -56,6 +69,7 @@ def scan_layer(
   hoist_input_projection: bool = False,
   unroll: int = 1,
   remat: bool = False,
+  checkpoint_every: int = 0,
 ) -> tuple[Carry, Array]:
   """Returns ``(final_carry, ys)`` of one cell run over axis 0 of ``xs``.
 
@@ -75,6 +89,8 @@ def scan_layer(
     unroll: steps per loop iteration (``jax.lax.scan``'s ``unroll``).
     remat: recompute each step's intermediates in the backward pass
       (``jax.checkpoint``), storing only the carries.
+    checkpoint_every: if ``k > 0``, store the carry only every ``k`` steps and
+      recompute the steps in between in the backward pass.
 
   Returns:
     ``final_carry`` (the state after each sequence's last valid step) and
@@ -104,24 +120,157 @@ def scan_layer(
 
   if remat:
     step = jax.checkpoint(step)
+  if checkpoint_every and seq_lengths is None and xs.shape[0] % checkpoint_every:
+    seq_lengths = jnp.full(xs.shape[1:-1], xs.shape[0])  # masks the last chunk's padding
 
-  if seq_lengths is None:
-    body = step
-    scanned = xs
-  else:
-    seq_lengths = jnp.asarray(seq_lengths)
+  def run(carry, ts, xs):
+    if seq_lengths is None:
+      return jax.lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
 
     def body(carry, inputs):
       t, x = inputs
-      new_carry, y = step(carry, x)
+      return _masked(t < seq_lengths, step(carry, x), carry)
+
+    return jax.lax.scan(body, carry, (ts, xs), reverse=reverse, unroll=unroll)
+
+  return _in_chunks(run, carry, xs, checkpoint_every, reverse)
+
+
+def _masked(valid: Array, new: tuple[Carry, Array], old: Carry) -> tuple[Carry, Array]:
+  """Keeps ``old`` and emits zeros where ``valid`` (``[*batch]``) is False."""
+  new_carry, y = new
+  carry = jax.tree.map(lambda n, o: jnp.where(_broadcast_to_leaf(valid, n), n, o), new_carry, old)
+  return carry, jnp.where(_broadcast_to_leaf(valid, y), y, jnp.zeros_like(y))
+
+
+def _in_chunks(run, carry: Carry, xs: Array, every: int, reverse: bool) -> tuple[Carry, Array]:
+  """Returns ``run(carry, ts, xs)``, in checkpointed chunks of ``every`` steps if ``every > 0``.
+
+  ``run(carry, ts, xs) -> (carry, ys)`` loops over axis 0 of ``ts`` (the step
+  indices) and ``xs``. The last chunk is padded with steps ``t >= T``, which the
+  masks treat as padding (the caller must mask, i.e. pass ``seq_lengths``).
+  """
+  num_steps = xs.shape[0]
+  ts = jnp.arange(num_steps)
+  if not every or every >= num_steps:
+    return run(carry, ts, xs)
+  chunks = -(-num_steps // every)
+  pad = chunks * every - num_steps
+  xs = jnp.concatenate([xs, jnp.zeros((pad, *xs.shape[1:]), xs.dtype)]) if pad else xs
+  ts = jnp.arange(chunks * every).reshape(chunks, every)
+  chunk = jax.checkpoint(lambda carry, inputs: run(carry, *inputs))
+  carry, ys = jax.lax.scan(
+    chunk, carry, (ts, xs.reshape(chunks, every, *xs.shape[1:])), reverse=reverse
+  )
+  return carry, ys.reshape(chunks * every, *ys.shape[2:])[:num_steps]
+
+
+def fused_scan_layer(
+  kind: CellKind,
+  params: CellParams,
+  carry: Carry,
+  xs: Array,
+  seq_lengths: Array | None = None,
+  *,
+  reverse: bool = False,
+  hoist_input_projection: bool = False,
+  unroll: int = 1,
+  checkpoint_every: int = 0,
+) -> tuple[Carry, Array]:
+  """:func:`scan_layer` of ``kind``'s cell with a hand-written backward pass.
+
+  Same arguments and results as ``scan_layer(kind.recurrence, ...)`` for
+  ``xs: [T, B, F]``, and the same values; only the gradient is computed
+  differently (``jax.custom_vjp``), so forward-mode differentiation
+  (``jax.jvp``) is not available. Not for LSTM with a projection.
+
+  The forward loop stores, per step, the previous hidden state and what the
+  pointwise part of the cell needs for its own gradient. The backward loop
+  runs that pointwise gradient and one ``[B, G*H] x [G*H, H_out]`` matmul per
+  step; ``dw_hh``, ``dw_ih``, the biases and the input gradient are then one
+  matmul (or sum) each over all ``T*B`` rows.
+  """
+  if hoist_input_projection:
+    xs = project_input(params, xs)  # one large matmul, differentiated by JAX
+    params = params._replace(w_ih=None, b_ih=None)
+  if seq_lengths is None:
+    seq_lengths = jnp.full(xs.shape[1], xs.shape[0])
+  in_step = params.w_ih is not None
+  loop = _fused_loop(kind, in_step, reverse, unroll)
+  return _in_chunks(
+    lambda carry, ts, xs: loop(params, carry, ts, xs, seq_lengths), carry, xs, checkpoint_every, reverse
+  )
+
+
+def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
+  def forward(params, carry, ts, xs, seq_lengths, residuals):
+    def step(carry, inputs):
+      t, x = inputs
+      gx = project_input(params, x) if in_step else x
+      h = kind.hidden(carry)
+      gh = recurrent_sum(params, h)
       valid = t < seq_lengths
-      carry = jax.tree.map(
-        lambda new, old: jnp.where(_broadcast_to_leaf(valid, new), new, old),
-        new_carry,
-        carry,
-      )
-      return carry, jnp.where(_broadcast_to_leaf(valid, y), y, jnp.zeros_like(y))
+      if kind.additive:
+        args = (carry, gx + gh)
+      else:
+        args = (carry, gx, gh)
 
-    scanned = (jnp.arange(xs.shape[0]), xs)
+      if not residuals:
+        return _masked(valid, kind.pointwise(*args), carry)
+      new_carry, y = _masked(valid, kind.pointwise(*args), carry)
+      return new_carry, (y, args, valid)
 
-  return jax.lax.scan(body, carry, scanned, reverse=reverse, unroll=unroll)
+    return jax.lax.scan(step, carry, (ts, xs), reverse=reverse, unroll=unroll)
+
+  @jax.custom_vjp
+  def loop(params, carry, ts, xs, seq_lengths):
+    return forward(params, carry, ts, xs, seq_lengths, residuals=False)
+
+  def loop_fwd(params, carry, ts, xs, seq_lengths):
+    final, (ys, args, valid) = forward(params, carry, ts, xs, seq_lengths, residuals=True)
+    return (final, ys), (params, xs, args, valid)
+
+  def loop_bwd(res, cotangents):
+    params, xs, args, valid = res
+    d_final, d_ys = cotangents
+    w_hh = params.w_hh
+
+    def step(d_carry, inputs):
+      d_y, args, valid = inputs
+      # Recomputes the cheap pointwise part from its stored inputs, then its gradient.
+      _, pullback = jax.vjp(lambda *args: _masked(valid, kind.pointwise(*args), args[0]), *args)
+      d_carry, *d_z = pullback((d_carry, d_y))
+      d_gh = d_z[-1]
+      d_h = matmul(d_gh.astype(w_hh.dtype), w_hh.T)
+      if kind.has_cell_state:
+        d_carry = d_carry._replace(h=d_carry.h + d_h.astype(d_carry.h.dtype))
+      else:
+        d_carry = d_carry + d_h.astype(d_carry.dtype)
+      return d_carry, tuple(d_z)
+
+    d_carry, d_z = jax.lax.scan(step, d_final, (d_ys, args, valid), reverse=not reverse, unroll=unroll)
+    hs = kind.hidden(args[0])
+    d_gx, d_gh = (d_z[0], d_z[0]) if kind.additive else d_z
+    grads = {'w_hh': _outer(hs, d_gh, w_hh.dtype), 'b_hh': _bias_grad(params.b_hh, d_gh)}
+    if in_step:
+      grads['w_ih'] = _outer(xs, d_gx, params.w_ih.dtype)
+      grads['b_ih'] = _bias_grad(params.b_ih, d_gx)
+      d_xs = matmul(d_gx.astype(params.w_ih.dtype), params.w_ih.T).astype(xs.dtype)
+    else:
+      d_xs = d_gx.astype(xs.dtype)
+    d_params = params._replace(**grads)
+    return d_params, d_carry, None, d_xs, None
+
+  loop.defvjp(loop_fwd, loop_bwd)
+  return loop
+
+
+def _outer(a: Array, b: Array, dtype) -> Array:
+  """Returns ``sum_t a[t].T @ b[t]`` as one matmul over all ``T*B`` rows."""
+  a = a.reshape(-1, a.shape[-1])
+  b = b.reshape(-1, b.shape[-1]).astype(a.dtype)
+  return matmul(a.T, b).astype(dtype)
+
+
+def _bias_grad(bias: Array | None, d: Array) -> Array | None:
+  return None if bias is None else d.reshape(-1, d.shape[-1]).sum(0).astype(bias.dtype)
