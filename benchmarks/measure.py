@@ -40,38 +40,57 @@ def measure_jax(forward, forward_backward, args, warmup, runs):
 
 
 def roofline_ms(shape, warmup, runs):
-  """Calibrated lower bound of the forward time, measured here with plain XLA GEMMs.
+  """Calibrated lower bounds of the forward and forward+backward times, with plain XLA GEMMs.
 
-  Per layer and direction: one input-projection GEMM ``[B*T, F] x [F, G*H]`` plus
-  ``T`` dependent recurrent GEMMs ``[B, H] x [H, G*H]`` run inside one compiled loop
-  (so no per-call dispatch is counted).
+  Only the matrix products that any implementation of the layer must do, each measured
+  here alone, elementwise work and masking free. Per layer and direction:
+
+  - forward: one input-projection GEMM ``[B*T, F] x [F, G*H]`` plus ``T`` dependent
+    recurrent GEMMs ``[B, H] x [H, G*H]`` run inside one compiled loop (so no
+    per-call dispatch is counted);
+  - backward, added for forward+backward: ``T`` dependent ``[B, G*H] x [G*H, H]``
+    GEMMs in one loop (the gradient through ``h``), the weight gradients
+    ``[H, B*T] x [B*T, G*H]`` and ``[F, B*T] x [B*T, G*H]``, and for layers after
+    the first the input gradient ``[B*T, G*H] x [G*H, F]``.
+
+  Returns ``(forward_ms, forward_backward_ms)``.
   """
   import jax
   import jax.numpy as jnp
 
+  def gemm_ms(m, k, n, transpose_a=False):
+    a = jnp.ones((k, m) if transpose_a else (m, k), jnp.float32)
+    b = jnp.ones((k, n), jnp.float32)
+    product = jax.jit(lambda a, b: (a.T if transpose_a else a) @ b)
+    return timed(lambda: jax.block_until_ready(product(a, b)), warmup, runs)
+
+  def loop_ms(k, n):
+    w = jnp.full((k, n), 0.01, jnp.float32)
+
+    @jax.jit
+    def loop(h):
+      def step(h, _):
+        y = h @ w
+        return jnp.tile(y, (1, -(-k // n)))[:, :k] if n < k else y[:, :k], None
+
+      return jax.lax.scan(step, h, None, length=shape.steps)[0]
+
+    h = jnp.ones((shape.batch, k), jnp.float32)
+    return timed(lambda: jax.block_until_ready(loop(h)), warmup, runs)
+
   gh = shape.gates * shape.hidden
-  w_hh = jnp.full((shape.hidden, gh), 0.01, jnp.float32)
-
-  @jax.jit
-  def recurrent(h):
-    def step(h, _):
-      return (h @ w_hh)[:, : shape.hidden], None
-
-    return jax.lax.scan(step, h, None, length=shape.steps)[0]
-
-  h = jnp.ones((shape.batch, shape.hidden), jnp.float32)
-  recurrent_ms = timed(lambda: jax.block_until_ready(recurrent(h)), warmup, runs)
-  total = 0.0
+  rows = shape.batch * shape.steps
+  recurrent_forward = loop_ms(shape.hidden, gh)
+  recurrent_backward = loop_ms(gh, shape.hidden)
+  weight_grad_hh = gemm_ms(shape.hidden, rows, gh, transpose_a=True)
+  forward = backward = 0.0
   for layer in range(shape.layers):
     features = shape.features if layer == 0 else shape.directions * shape.hidden
-    a = jnp.ones((shape.batch * shape.steps, features), jnp.float32)
-    b = jnp.ones((features, gh), jnp.float32)
-    project = jax.jit(jnp.dot)
-    projection_ms = timed(
-      lambda a=a, b=b, project=project: jax.block_until_ready(project(a, b)), warmup, runs
-    )
-    total += shape.directions * (projection_ms + recurrent_ms)
-  return total
+    forward += shape.directions * (gemm_ms(rows, features, gh) + recurrent_forward)
+    input_grad = gemm_ms(rows, gh, features) if layer else 0.0
+    weight_grad_ih = gemm_ms(features, rows, gh, transpose_a=True)
+    backward += shape.directions * (recurrent_backward + weight_grad_hh + weight_grad_ih + input_grad)
+  return forward, forward + backward
 
 
 def main():
@@ -114,7 +133,7 @@ def main():
     result.update(measure_jax(*functions, args.warmup, args.runs))
     result['version'] = f'jax {jax.__version__}'
     if args.roofline:
-      result['roofline_ms'] = roofline_ms(shape, args.warmup, args.runs)
+      result['roofline_ms'], result['roofline_fwdbwd_ms'] = roofline_ms(shape, args.warmup, args.runs)
   print(json.dumps(result))
 
 

@@ -25,26 +25,37 @@ FRAMEWORKS = ('jaxrnn', 'flax', 'torch')
 QUICK = ('S1', 'S3', 'S5')
 FULL = ('S1', 'S2-rnn', 'S2-lstm', 'S2-gru', 'S3', 'S4-lstm', 'S4-gru', 'S5')
 SWEEP = tuple(f'S1@T={t}' for t in (25, 50, 100, 200, 400))
+# jaxrnn with non-default options, measured in the same interleaved rounds ("jaxrnn[option]").
+VARIANTS = {
+  'S1': ('fused_backward=False', 'dtype=bfloat16'),
+  'S3': ('fused_backward=False', 'dtype=bfloat16'),
+  'S4-lstm': ('fused_backward=False', 'checkpoint_every=64'),
+  'S4-gru': ('fused_backward=False', 'checkpoint_every=64'),
+}
 
 
 def measure(shape, framework, runs, roofline=False):
+  framework, _, option = framework.partition('[')
   command = [sys.executable, '-m', 'benchmarks.measure', shape, framework, '--runs', str(runs)]
+  if option:
+    command += ['--option', option.rstrip(']')]
   if roofline:
     command.append('--roofline')
   out = subprocess.run(command, cwd=HERE.parent, capture_output=True, text=True, check=True).stdout
   return json.loads(out.strip().splitlines()[-1])
 
 
-def suite(shapes, rounds, runs):
+def suite(shapes, rounds, runs, variants=True):
   results = {}
   for shape in shapes:
-    per_framework = {f: [] for f in FRAMEWORKS}
+    names = FRAMEWORKS + tuple(f'jaxrnn[{o}]' for o in VARIANTS.get(shape, ()) if variants)
+    per_framework = {f: [] for f in names}
     for round_ in range(rounds):
-      for framework in FRAMEWORKS:
+      for framework in names:
         result = measure(shape, framework, runs, roofline=framework == 'jaxrnn' and round_ == 0)
         per_framework[framework].append(result)
         print(
-          f'  {shape:10s} {framework:7s} fwd {result["fwd_ms"]:9.1f} ms  fwd+bwd {result["fwdbwd_ms"]:9.1f} ms',
+          f'  {shape:10s} {framework:30s} fwd {result["fwd_ms"]:9.1f} ms  fwd+bwd {result["fwdbwd_ms"]:9.1f} ms',
           flush=True,
         )
     results[shape] = {f: merge(r) for f, r in per_framework.items()}
@@ -62,8 +73,9 @@ def merge(results):
 
 def table(results):
   lines = [
-    '| shape | framework | fwd ms | fwd+bwd ms | compile fwd / fwd+bwd s | peak fwd+bwd MB | fwd+bwd speed-up of jaxrnn | roofline |',
-    '|---|---|---|---|---|---|---|---|',
+    '| shape | framework | fwd ms | fwd+bwd ms | compile fwd / fwd+bwd s | peak fwd+bwd MB '
+    '| fwd+bwd speed-up of jaxrnn | roofline fwd | roofline fwd+bwd |',
+    '|---|---|---|---|---|---|---|---|---|',
   ]
   for shape, by_framework in results.items():
     ours = by_framework['jaxrnn']
@@ -71,7 +83,10 @@ def table(results):
       compile_s = f'{r["fwd_compile_s"]:.2f} / {r["fwdbwd_compile_s"]:.2f}' if 'fwd_compile_s' in r else '-'
       peak = f'{r["fwdbwd_peak_mb"]:.0f}' if 'fwdbwd_peak_mb' in r else '-'
       speedup = '' if framework == 'jaxrnn' else f'{r["fwdbwd_ms"] / ours["fwdbwd_ms"]:.2f}x'
-      roof = f'{r["roofline_ms"] / r["fwd_ms"]:.0%} ({r["roofline_ms"]:.0f} ms)' if 'roofline_ms' in r else ''
+      roof = ' | '.join(
+        f'{r[key] / r[mode]:.0%} ({r[key]:.0f} ms)' if key in r else ''
+        for key, mode in (('roofline_ms', 'fwd_ms'), ('roofline_fwdbwd_ms', 'fwdbwd_ms'))
+      )
       lines.append(
         f'| {shape} | {framework} | {r["fwd_ms"]:.1f} | {r["fwdbwd_ms"]:.1f} | {compile_s} | {peak} | {speedup} | {roof} |'
       )
@@ -117,7 +132,7 @@ def main():
     print(env)
     shapes, rounds = (QUICK, 1) if args.quick else (FULL, 2)
     results = suite(shapes, rounds, args.runs)
-    sweep = {} if args.quick else suite(SWEEP, 1, args.runs)
+    sweep = {} if args.quick else suite(SWEEP, 1, args.runs, variants=False)
   versions = {f: next(iter(results.values()))[f]['version'] for f in FRAMEWORKS}
   text = f'{env} | {versions["torch"]}\n\n{table(results)}\n'
   print('\n' + text)

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src.cells import CellKind
+from jaxrnn._src.cells import accumulation_dtype
 from jaxrnn._src.cells import matmul
 from jaxrnn._src.cells import project_input
 from jaxrnn._src.cells import recurrent_sum
@@ -159,9 +160,7 @@ def _in_chunks(run, carry: Carry, xs: Array, every: int, reverse: bool) -> tuple
   xs = jnp.concatenate([xs, jnp.zeros((pad, *xs.shape[1:]), xs.dtype)]) if pad else xs
   ts = jnp.arange(chunks * every).reshape(chunks, every)
   chunk = jax.checkpoint(lambda carry, inputs: run(carry, *inputs))
-  carry, ys = jax.lax.scan(
-    chunk, carry, (ts, xs.reshape(chunks, every, *xs.shape[1:])), reverse=reverse
-  )
+  carry, ys = jax.lax.scan(chunk, carry, (ts, xs.reshape(chunks, every, *xs.shape[1:])), reverse=reverse)
   return carry, ys.reshape(chunks * every, *ys.shape[2:])[:num_steps]
 
 
@@ -234,28 +233,33 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
     params, xs, args, valid = res
     d_final, d_ys = cotangents
     w_hh = params.w_hh
+    w_hh_t = _transposed(w_hh)
 
     def step(d_carry, inputs):
-      d_y, args, valid = inputs
+      d_y, args, valid = _upcast(inputs)
       # Recomputes the cheap pointwise part from its stored inputs, then its gradient.
       _, pullback = jax.vjp(lambda *args: _masked(valid, kind.pointwise(*args), args[0]), *args)
       d_carry, *d_z = pullback((d_carry, d_y))
-      d_gh = d_z[-1]
-      d_h = matmul(d_gh.astype(w_hh.dtype), w_hh.T)
+      d_h = matmul(d_z[-1].astype(w_hh.dtype), w_hh_t)
       if kind.has_cell_state:
-        d_carry = d_carry._replace(h=d_carry.h + d_h.astype(d_carry.h.dtype))
+        d_carry = d_carry._replace(h=d_carry.h + d_h)
       else:
-        d_carry = d_carry + d_h.astype(d_carry.dtype)
-      return d_carry, tuple(d_z)
+        d_carry = d_carry + d_h
+      # The gate gradients feed the weight-gradient matmuls: store them in the compute dtype.
+      return d_carry, tuple(d.astype(w_hh.dtype) for d in d_z)
 
-    d_carry, d_z = jax.lax.scan(step, d_final, (d_ys, args, valid), reverse=not reverse, unroll=unroll)
+    # The carry's gradient accumulates in (at least) float32, like the forward gate sums.
+    d_carry, d_z = jax.lax.scan(
+      step, _upcast(d_final), (d_ys, args, valid), reverse=not reverse, unroll=unroll
+    )
+    d_carry = jax.tree.map(lambda d, c: d.astype(c.dtype), d_carry, d_final)
     hs = kind.hidden(args[0])
     d_gx, d_gh = (d_z[0], d_z[0]) if kind.additive else d_z
     grads = {'w_hh': _outer(hs, d_gh, w_hh.dtype), 'b_hh': _bias_grad(params.b_hh, d_gh)}
     if in_step:
       grads['w_ih'] = _outer(xs, d_gx, params.w_ih.dtype)
       grads['b_ih'] = _bias_grad(params.b_ih, d_gx)
-      d_xs = matmul(d_gx.astype(params.w_ih.dtype), params.w_ih.T).astype(xs.dtype)
+      d_xs = matmul(d_gx, _transposed(params.w_ih)).astype(xs.dtype)
     else:
       d_xs = d_gx.astype(xs.dtype)
     d_params = params._replace(**grads)
@@ -265,11 +269,31 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
   return loop
 
 
+def _upcast(tree):
+  """Returns ``tree`` with floating leaves in (at least) float32."""
+  return jax.tree.map(
+    lambda a: a.astype(accumulation_dtype(a.dtype)) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+  )
+
+
+def _transposed(w: Array) -> Array:
+  """Returns ``w.T`` materialised: XLA:CPU runs a bfloat16 dot only as ``[M, K] x [K, N]``
+  and upcasts one that contracts a transposed operand to float32 (benchmarks/README.md)."""
+  return jax.lax.optimization_barrier(w.T)
+
+
 def _outer(a: Array, b: Array, dtype) -> Array:
-  """Returns ``sum_t a[t].T @ b[t]`` as one matmul over all ``T*B`` rows."""
-  a = a.reshape(-1, a.shape[-1])
-  b = b.reshape(-1, b.shape[-1]).astype(a.dtype)
-  return matmul(a.T, b).astype(dtype)
+  """Returns ``sum_{t,b} a[t, b].T @ b[t, b]``: ``[A, B']`` from ``a: [T, B, A]``, ``b: [T, B, B']``.
+
+  One matmul over all ``T*B`` rows. Both operands contract their major axis;
+  XLA:CPU runs that as a float32 matmul (upcasting bfloat16) when written as
+  ``a.reshape(-1, A).T @ b``, but keeps bfloat16 (AMX) for the three-axis
+  contraction, which in float32 is slower (benchmarks/README.md, bfloat16).
+  """
+  b = b.astype(a.dtype)
+  if a.dtype.itemsize >= 4:
+    return matmul(a.reshape(-1, a.shape[-1]).T, b.reshape(-1, b.shape[-1])).astype(dtype)
+  return jnp.einsum('tba,tbc->ac', a, b, preferred_element_type=accumulation_dtype(a.dtype)).astype(dtype)
 
 
 def _bias_grad(bias: Array | None, d: Array) -> Array | None:
