@@ -236,7 +236,7 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
     w_hh_t = _transposed(w_hh)
 
     def step(d_carry, inputs):
-      d_y, args, valid = _upcast(inputs)
+      d_y, args, valid = inputs
       # Recomputes the cheap pointwise part from its stored inputs, then its gradient.
       _, pullback = jax.vjp(lambda *args: _masked(valid, kind.pointwise(*args), args[0]), *args)
       d_carry, *d_z = pullback((d_carry, d_y))
@@ -245,14 +245,18 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
         d_carry = d_carry._replace(h=d_carry.h + d_h)
       else:
         d_carry = d_carry + d_h
-      # The gate gradients feed the weight-gradient matmuls: store them in the compute dtype.
-      return d_carry, tuple(d.astype(w_hh.dtype) for d in d_z)
+      return d_carry, tuple(d_z)
 
     # The carry's gradient accumulates in (at least) float32, like the forward gate sums.
+    # (Upcast before the loop, all steps at once: see the conversion below.)
     d_carry, d_z = jax.lax.scan(
-      step, _upcast(d_final), (d_ys, args, valid), reverse=not reverse, unroll=unroll
+      step, _upcast(d_final), _upcast((d_ys, args, valid)), reverse=not reverse, unroll=unroll
     )
     d_carry = jax.tree.map(lambda d, c: d.astype(c.dtype), d_carry, d_final)
+    # The gate gradients feed the weight-gradient matmuls in the compute dtype. Converted
+    # here, over all steps at once: inside the loop XLA:CPU converts float32 to bfloat16
+    # about 20x slower per element (benchmarks/README.md).
+    d_z = tuple(d.astype(w_hh.dtype) for d in d_z)
     hs = kind.hidden(args[0])
     d_gx, d_gh = (d_z[0], d_z[0]) if kind.additive else d_z
     grads = {'w_hh': _outer(hs, d_gh, w_hh.dtype), 'b_hh': _bias_grad(params.b_hh, d_gh)}
