@@ -77,8 +77,11 @@ def jaxrnn_functions(shape, **options):
   return forward, jax.grad(loss), (variables, x, lengths)
 
 
-def flax_functions(shape):
-  """``flax.linen.RNN`` with Flax's cells (``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``)."""
+def flax_functions(shape, dtype=None):
+  """``flax.linen.RNN`` with Flax's cells (``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``).
+
+  ``dtype``: the cells' compute dtype (e.g. ``'bfloat16'``); parameters stay float32.
+  """
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -90,9 +93,11 @@ def flax_functions(shape):
     def __call__(self, x, lengths):
       for _ in range(shape.layers):
         if shape.directions == 2:
-          x = nn.Bidirectional(nn.RNN(cell(shape.hidden)), nn.RNN(cell(shape.hidden)))(x, seq_lengths=lengths)
+          x = nn.Bidirectional(
+            nn.RNN(cell(shape.hidden, dtype=dtype)), nn.RNN(cell(shape.hidden, dtype=dtype))
+          )(x, seq_lengths=lengths)
         else:
-          x = nn.RNN(cell(shape.hidden))(x, seq_lengths=lengths)
+          x = nn.RNN(cell(shape.hidden, dtype=dtype))(x, seq_lengths=lengths)
       return x
 
   model = Stack()
@@ -108,8 +113,12 @@ def flax_functions(shape):
   return forward, jax.grad(loss), (variables, x, lengths)
 
 
-def torch_functions(shape):
-  """PyTorch ``nn.LSTM/GRU/RNN`` on CPU; packed sequences for ragged batches."""
+def torch_functions(shape, dtype=None):
+  """PyTorch ``nn.LSTM/GRU/RNN`` on CPU; packed sequences for ragged batches.
+
+  ``dtype``: e.g. ``'bfloat16'`` for the module and the inputs (PyTorch has no separate
+  compute dtype for RNNs).
+  """
   import torch
   from torch.nn.utils.rnn import pack_padded_sequence
   from torch.nn.utils.rnn import pad_packed_sequence
@@ -124,6 +133,9 @@ def torch_functions(shape):
   )
   x, lengths = shape.data()
   x = torch.from_numpy(x)
+  if dtype is not None:
+    module = module.to(getattr(torch, dtype))
+    x = x.to(getattr(torch, dtype))
   lengths = None if lengths is None else torch.from_numpy(lengths).long()
 
   def run():

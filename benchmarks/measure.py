@@ -99,7 +99,12 @@ def main():
   parser.add_argument('framework', choices=['jaxrnn', 'flax', 'torch'])
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--runs', type=int, default=10)
-  parser.add_argument('--option', action='append', default=[], help='jaxrnn layer field, e.g. unroll=2')
+  parser.add_argument(
+    '--option',
+    action='append',
+    default=[],
+    help='jaxrnn layer field, e.g. unroll=2; flax and torch: dtype only',
+  )
   parser.add_argument('--roofline', action='store_true')
   args = parser.parse_args()
 
@@ -109,27 +114,29 @@ def main():
   if '@T=' in args.shape:
     shape = shape.with_steps(int(args.shape.split('@T=')[1]))
   result = {'shape': args.shape, 'framework': args.framework}
+  options = {}
+  for item in args.option:
+    key, value = item.split('=')
+    options[key] = {'True': True, 'False': False, 'None': None}.get(value, value)
+    if isinstance(options[key], str) and options[key].isdigit():
+      options[key] = int(options[key])
+  if args.framework != 'jaxrnn' and set(options) - {'dtype'}:
+    parser.error(f'{args.framework} takes only --option dtype=..., got {args.option}')
   if args.framework == 'torch':
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    forward, forward_backward = cases.torch_functions(shape)
+    forward, forward_backward = cases.torch_functions(shape, **options)
     result['fwd_ms'] = timed(forward, args.warmup, args.runs)
     result['fwdbwd_ms'] = timed(forward_backward, args.warmup, args.runs)
     result['version'] = f'torch {torch.__version__}'
   else:
     import jax
 
-    options = {}
-    for item in args.option:
-      key, value = item.split('=')
-      options[key] = {'True': True, 'False': False, 'None': None}.get(value, value)
-      if isinstance(options[key], str) and options[key].isdigit():
-        options[key] = int(options[key])
     if args.framework == 'jaxrnn':
       functions = cases.jaxrnn_functions(shape, **options)
     else:
-      functions = cases.flax_functions(shape)
+      functions = cases.flax_functions(shape, **options)
     result.update(measure_jax(*functions, args.warmup, args.runs))
     result['version'] = f'jax {jax.__version__}'
     if args.roofline:

@@ -25,12 +25,22 @@ FRAMEWORKS = ('jaxrnn', 'flax', 'torch')
 QUICK = ('S1', 'S3', 'S5')
 FULL = ('S1', 'S2-rnn', 'S2-lstm', 'S2-gru', 'S3', 'S4-lstm', 'S4-gru', 'S5')
 SWEEP = tuple(f'S1@T={t}' for t in (25, 50, 100, 200, 400))
-# jaxrnn with non-default options, measured in the same interleaved rounds ("jaxrnn[option]").
+# Non-default options, measured in the same interleaved rounds ("framework[option]").
 VARIANTS = {
-  'S1': ('fused_backward=False', 'dtype=bfloat16'),
-  'S3': ('fused_backward=False', 'dtype=bfloat16'),
-  'S4-lstm': ('fused_backward=False', 'checkpoint_every=64'),
-  'S4-gru': ('fused_backward=False', 'checkpoint_every=64'),
+  'S1': (
+    'jaxrnn[fused_backward=False]',
+    'jaxrnn[dtype=bfloat16]',
+    'flax[dtype=bfloat16]',
+    'torch[dtype=bfloat16]',
+  ),
+  'S3': (
+    'jaxrnn[fused_backward=False]',
+    'jaxrnn[dtype=bfloat16]',
+    'flax[dtype=bfloat16]',
+    'torch[dtype=bfloat16]',
+  ),
+  'S4-lstm': ('jaxrnn[fused_backward=False]', 'jaxrnn[checkpoint_every=64]'),
+  'S4-gru': ('jaxrnn[fused_backward=False]', 'jaxrnn[checkpoint_every=64]'),
 }
 
 
@@ -48,7 +58,7 @@ def measure(shape, framework, runs, roofline=False):
 def suite(shapes, rounds, runs, variants=True):
   results = {}
   for shape in shapes:
-    names = FRAMEWORKS + tuple(f'jaxrnn[{o}]' for o in VARIANTS.get(shape, ()) if variants)
+    names = FRAMEWORKS + (VARIANTS.get(shape, ()) if variants else ())
     per_framework = {f: [] for f in names}
     for round_ in range(rounds):
       for framework in names:
@@ -74,7 +84,7 @@ def merge(results):
 def table(results):
   lines = [
     '| shape | framework | fwd ms | fwd+bwd ms | compile fwd / fwd+bwd s | peak fwd+bwd MB '
-    '| fwd+bwd speed-up of jaxrnn | roofline fwd | roofline fwd+bwd |',
+    '| fwd+bwd speed-up of jaxrnn (same dtype) | roofline fwd | roofline fwd+bwd |',
     '|---|---|---|---|---|---|---|---|---|',
   ]
   for shape, by_framework in results.items():
@@ -82,7 +92,9 @@ def table(results):
     for framework, r in by_framework.items():
       compile_s = f'{r["fwd_compile_s"]:.2f} / {r["fwdbwd_compile_s"]:.2f}' if 'fwd_compile_s' in r else '-'
       peak = f'{r["fwdbwd_peak_mb"]:.0f}' if 'fwdbwd_peak_mb' in r else '-'
-      speedup = '' if framework == 'jaxrnn' else f'{r["fwdbwd_ms"] / ours["fwdbwd_ms"]:.2f}x'
+      option = framework.partition('[')[2].rstrip(']')
+      reference = by_framework.get(f'jaxrnn[{option}]', ours) if option.startswith('dtype=') else ours
+      speedup = '' if r is reference else f'{r["fwdbwd_ms"] / reference["fwdbwd_ms"]:.2f}x'
       roof = ' | '.join(
         f'{r[key] / r[mode]:.0%} ({r[key]:.0f} ms)' if key in r else ''
         for key, mode in (('roofline_ms', 'fwd_ms'), ('roofline_fwdbwd_ms', 'fwdbwd_ms'))

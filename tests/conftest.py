@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 # Every example compiles new shapes, so examples are few; CI replays a fixed set (derandomize)
 # so that a red run is reproducible, while local runs explore (`--hypothesis-profile=explore`).
-settings.register_profile('ci', max_examples=20, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile('ci', max_examples=10, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile('dev', max_examples=20, deadline=None, print_blob=True)
 settings.register_profile('explore', max_examples=300, deadline=None, print_blob=True)
 settings.load_profile('ci' if os.environ.get('CI') else 'dev')

@@ -219,7 +219,7 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
       new_carry, y = _masked(valid, kind.pointwise(*args), carry)
       return new_carry, (y, args, valid)
 
-    return jax.lax.scan(step, carry, (ts, xs), reverse=reverse, unroll=unroll)
+    return _scan_bits(step, carry, (ts, xs), reverse=reverse, unroll=unroll)
 
   @jax.custom_vjp
   def loop(params, carry, ts, xs, seq_lengths):
@@ -236,7 +236,7 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
     w_hh_t = _transposed(w_hh)
 
     def step(d_carry, inputs):
-      d_y, args, valid = inputs
+      d_y, args, valid = _upcast(inputs)
       # Recomputes the cheap pointwise part from its stored inputs, then its gradient.
       _, pullback = jax.vjp(lambda *args: _masked(valid, kind.pointwise(*args), args[0]), *args)
       d_carry, *d_z = pullback((d_carry, d_y))
@@ -249,13 +249,9 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
 
     # The carry's gradient accumulates in (at least) float32, like the forward gate sums.
     # (Upcast before the loop, all steps at once: see the conversion below.)
-    d_carry, d_z = jax.lax.scan(
-      step, _upcast(d_final), _upcast((d_ys, args, valid)), reverse=not reverse, unroll=unroll
-    )
+    d_carry, d_z = _scan_bits(step, _upcast(d_final), (d_ys, args, valid), reverse=not reverse, unroll=unroll)
     d_carry = jax.tree.map(lambda d, c: d.astype(c.dtype), d_carry, d_final)
-    # The gate gradients feed the weight-gradient matmuls in the compute dtype. Converted
-    # here, over all steps at once: inside the loop XLA:CPU converts float32 to bfloat16
-    # about 20x slower per element (benchmarks/README.md).
+    # The gate gradients feed the weight-gradient matmuls in the compute dtype.
     d_z = tuple(d.astype(w_hh.dtype) for d in d_z)
     hs = kind.hidden(args[0])
     d_gx, d_gh = (d_z[0], d_z[0]) if kind.additive else d_z
@@ -271,6 +267,35 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
 
   loop.defvjp(loop_fwd, loop_bwd)
   return loop
+
+
+def _scan_bits(step, carry, xs, **options):
+  """``jax.lax.scan`` that passes 16-bit floats in and out of the loop as ``uint16`` bits.
+
+  XLA:CPU reads and writes slices of stacked bfloat16 arrays about 4x slower than the
+  same bits as ``uint16`` (benchmarks/README.md). Not differentiable: for the fused
+  loop's own forward and backward passes only.
+  """
+  in_dtypes = jax.tree.map(lambda a: a.dtype, xs)
+  out_dtypes = []
+
+  def body(carry, x):
+    carry, y = step(carry, jax.tree.map(_from_bits, x, in_dtypes))
+    out_dtypes.append(jax.tree.map(lambda a: a.dtype, y))
+    return carry, jax.tree.map(_to_bits, y)
+
+  carry, ys = jax.lax.scan(body, carry, jax.tree.map(_to_bits, xs), **options)
+  return carry, jax.tree.map(_from_bits, ys, out_dtypes[-1])
+
+
+def _to_bits(a: Array) -> Array:
+  if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype.itemsize == 2:
+    return jax.lax.bitcast_convert_type(a, jnp.uint16)
+  return a
+
+
+def _from_bits(a: Array, dtype) -> Array:
+  return jax.lax.bitcast_convert_type(a, dtype) if a.dtype != dtype else a
 
 
 def _upcast(tree):
