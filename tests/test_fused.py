@@ -158,3 +158,20 @@ def test_checkpoint_every_lowers_compiled_memory(rng):
 def test_incompatible_options_are_refused(options, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
     make_layer('lstm', hidden_size=H, **options)
+
+
+def test_nnx_layers_take_the_same_options(rng):
+  from flax import nnx
+
+  import jaxrnn
+
+  x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
+  lengths = jnp.asarray(LENGTHS)
+
+  def grads(**options):
+    layer = jaxrnn.nnx.LSTM(F, H, bidirectional=True, rngs=nnx.Rngs(0), **options)
+    assert all(getattr(layer.config, k) == v for k, v in options.items())
+    return nnx.grad(lambda m: jnp.sum(m(x, lengths)[0] ** 2))(layer)
+
+  want = grads(fused_backward=False)
+  assert_trees_close(nnx.state(grads(checkpoint_every=3)), nnx.state(want), atol=1e-5)

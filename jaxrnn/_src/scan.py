@@ -248,7 +248,6 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
       return d_carry, tuple(d_z)
 
     # The carry's gradient accumulates in (at least) float32, like the forward gate sums.
-    # (Upcast before the loop, all steps at once: see the conversion below.)
     d_carry, d_z = _scan_bits(step, _upcast(d_final), (d_ys, args, valid), reverse=not reverse, unroll=unroll)
     d_carry = jax.tree.map(lambda d, c: d.astype(c.dtype), d_carry, d_final)
     # The gate gradients feed the weight-gradient matmuls in the compute dtype.
