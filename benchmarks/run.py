@@ -6,7 +6,7 @@ median of `--runs` timed calls after 3 warm-ups. Compile time is reported apart.
 go to `benchmarks/results/` (JSON) and, with `--write`, into `benchmarks/README.md` with a
 plot of time vs T.
 
-    python -m benchmarks.run --quick          # S1, S3, S5, one round: a few minutes
+    python -m benchmarks.run --quick          # S1, S3, S5, one round, no variants: about 3 minutes
     python -m benchmarks.run --write          # every shape, two rounds, T sweep and plot
 """
 
@@ -129,7 +129,7 @@ def plot(sweep, path):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--quick', action='store_true', help='S1, S3, S5, one round')
+  parser.add_argument('--quick', action='store_true', help='S1, S3, S5, one round, default options only')
   parser.add_argument('--runs', type=int, default=10)
   parser.add_argument(
     '--write', action='store_true', help='write the table and plot into benchmarks/README.md'
@@ -143,7 +143,7 @@ def main():
     env = environment()
     print(env)
     shapes, rounds = (QUICK, 1) if args.quick else (FULL, 2)
-    results = suite(shapes, rounds, args.runs)
+    results = suite(shapes, rounds, args.runs, variants=not args.quick)
     sweep = {} if args.quick else suite(SWEEP, 1, args.runs, variants=False)
   versions = {f: next(iter(results.values()))[f]['version'] for f in FRAMEWORKS}
   text = f'{env} | {versions["torch"]}\n\n{table(results)}\n'
