@@ -6,7 +6,7 @@ median of `--runs` timed calls after 3 warm-ups. Compile time is reported apart.
 go to `benchmarks/results/` (JSON) and, with `--write`, into `benchmarks/README.md` with a
 plot of time vs T.
 
-    python -m benchmarks.run --quick          # S1, S3, S5, one round, no variants: about 3 minutes
+    python -m benchmarks.run --quick          # S1, S3, S5, one round, no variants: about 2 minutes
     python -m benchmarks.run --write          # every shape, two rounds, T sweep and plot
 """
 
@@ -26,21 +26,15 @@ QUICK = ('S1', 'S3', 'S5')
 FULL = ('S1', 'S2-rnn', 'S2-lstm', 'S2-gru', 'S3', 'S4-lstm', 'S4-gru', 'S5')
 SWEEP = tuple(f'S1@T={t}' for t in (25, 50, 100, 200, 400))
 # Non-default options, measured in the same interleaved rounds ("framework[option]").
+_AUTODIFF_AND_BFLOAT16 = ('jaxrnn[fused_backward=False]',) + tuple(
+  f'{framework}[dtype=bfloat16]' for framework in FRAMEWORKS
+)
+_AUTODIFF_AND_CHUNKS = ('jaxrnn[fused_backward=False]', 'jaxrnn[checkpoint_every=64]')
 VARIANTS = {
-  'S1': (
-    'jaxrnn[fused_backward=False]',
-    'jaxrnn[dtype=bfloat16]',
-    'flax[dtype=bfloat16]',
-    'torch[dtype=bfloat16]',
-  ),
-  'S3': (
-    'jaxrnn[fused_backward=False]',
-    'jaxrnn[dtype=bfloat16]',
-    'flax[dtype=bfloat16]',
-    'torch[dtype=bfloat16]',
-  ),
-  'S4-lstm': ('jaxrnn[fused_backward=False]', 'jaxrnn[checkpoint_every=64]'),
-  'S4-gru': ('jaxrnn[fused_backward=False]', 'jaxrnn[checkpoint_every=64]'),
+  'S1': _AUTODIFF_AND_BFLOAT16,
+  'S3': _AUTODIFF_AND_BFLOAT16,
+  'S4-lstm': _AUTODIFF_AND_CHUNKS,
+  'S4-gru': _AUTODIFF_AND_CHUNKS,
 }
 
 

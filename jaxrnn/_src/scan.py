@@ -206,18 +206,10 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
     def step(carry, inputs):
       t, x = inputs
       gx = project_input(params, x) if in_step else x
-      h = kind.hidden(carry)
-      gh = recurrent_sum(params, h)
-      valid = t < seq_lengths
-      if kind.additive:
-        args = (carry, gx + gh)
-      else:
-        args = (carry, gx, gh)
-
-      if not residuals:
-        return _masked(valid, kind.pointwise(*args), carry)
-      new_carry, y = _masked(valid, kind.pointwise(*args), carry)
-      return new_carry, (y, args, valid)
+      gh = recurrent_sum(params, kind.hidden(carry))
+      args = (carry, gx + gh) if kind.additive else (carry, gx, gh)
+      new_carry, y = _masked(t < seq_lengths, kind.pointwise(*args), carry)
+      return new_carry, (y, args) if residuals else y
 
     return _scan_bits(step, carry, (ts, xs), reverse=reverse, unroll=unroll)
 
@@ -226,19 +218,19 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
     return forward(params, carry, ts, xs, seq_lengths, residuals=False)
 
   def loop_fwd(params, carry, ts, xs, seq_lengths):
-    final, (ys, args, valid) = forward(params, carry, ts, xs, seq_lengths, residuals=True)
-    return (final, ys), (params, xs, args, valid)
+    final, (ys, args) = forward(params, carry, ts, xs, seq_lengths, residuals=True)
+    return (final, ys), (params, xs, args, ts, seq_lengths)
 
   def loop_bwd(res, cotangents):
-    params, xs, args, valid = res
+    params, xs, args, ts, seq_lengths = res
     d_final, d_ys = cotangents
     w_hh = params.w_hh
     w_hh_t = _transposed(w_hh)
 
     def step(d_carry, inputs):
-      d_y, args, valid = _upcast(inputs)
+      t, d_y, args = _upcast(inputs)
       # Recomputes the cheap pointwise part from its stored inputs, then its gradient.
-      _, pullback = jax.vjp(lambda *args: _masked(valid, kind.pointwise(*args), args[0]), *args)
+      _, pullback = jax.vjp(lambda *args: _masked(t < seq_lengths, kind.pointwise(*args), args[0]), *args)
       d_carry, *d_z = pullback((d_carry, d_y))
       d_h = matmul(d_z[-1].astype(w_hh.dtype), w_hh_t)
       if kind.has_cell_state:
@@ -248,7 +240,7 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
       return d_carry, tuple(d_z)
 
     # The carry's gradient accumulates in (at least) float32, like the forward gate sums.
-    d_carry, d_z = _scan_bits(step, _upcast(d_final), (d_ys, args, valid), reverse=not reverse, unroll=unroll)
+    d_carry, d_z = _scan_bits(step, _upcast(d_final), (ts, d_ys, args), reverse=not reverse, unroll=unroll)
     d_carry = jax.tree.map(lambda d, c: d.astype(c.dtype), d_carry, d_final)
     # The gate gradients feed the weight-gradient matmuls in the compute dtype.
     d_z = tuple(d.astype(w_hh.dtype) for d in d_z)
