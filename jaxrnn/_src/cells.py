@@ -62,6 +62,21 @@ def _elman_pointwise(activation: Callable[[Array], Array]):
   return pointwise
 
 
+def _elman_linearization(derivative: Callable[[Array], Array]):
+  def linearize(carry: Array, z: Array, valid: Array) -> tuple[Array, Array]:
+    keep = 1.0 - valid.astype(z.dtype)
+    return (1.0 - keep) * derivative(z), keep
+
+  return linearize
+
+
+def _elman_pullback(coefficients, d_carry: Array, d_y: Array):
+  slope, keep = coefficients
+  d_h = d_carry + d_y
+  d_z = d_h * slope
+  return keep * d_h, d_z, d_z
+
+
 def _elman(pointwise):
   def recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, Array]:
     return pointwise(carry, gx + recurrent_sum(params, carry))
@@ -80,6 +95,33 @@ def _lstm_gates(carry: LSTMState, z: Array) -> tuple[Array, Array]:
   i, f, g, o = jnp.split(z, 4, axis=-1)
   c = jax.nn.sigmoid(f) * carry.c.astype(z.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
   return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+
+
+def _lstm_linearize(carry: LSTMState, z: Array, valid: Array) -> tuple[Array, ...]:
+  """Returns the coefficients of the LSTM step's gradient, see :class:`CellKind`.
+
+  ``(to_gates [..., 4H], to_c [..., H], keep_c [..., H], keep_h [..., 1])``: with
+  ``d_h = d_h' + d_y`` and ``d_c = d_c' + d_h * to_c``, the gate pre-activations'
+  gradient is ``[d_c, d_c, d_c, d_h] * to_gates`` (gates ``i, f, g, o``), and
+  ``d_c_prev = d_c * keep_c``; ``d_h_prev = keep_h * d_h`` plus the matmul with
+  ``w_hh``. Padded steps (``valid`` False) pass both gradients through.
+  """
+  zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+  i, f, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jax.nn.sigmoid(zo)
+  g = jnp.tanh(zg)
+  c_prev = carry.c.astype(z.dtype)
+  tanh_c = jnp.tanh(f * c_prev + i * g)
+  m = valid.astype(z.dtype)
+  to_gates = (g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o))
+  return (*(m * k for k in to_gates), m * o * (1 - tanh_c * tanh_c), m * f + (1 - m), 1 - m)
+
+
+def _lstm_pullback(coefficients, d_carry: LSTMState, d_y: Array):
+  k_i, k_f, k_g, k_o, to_c, keep_c, keep_h = coefficients
+  d_h = d_carry.h + d_y
+  d_c = d_carry.c + d_h * to_c
+  d_z = jnp.concatenate([d_c * k_i, d_c * k_f, d_c * k_g, d_h * k_o], -1)
+  return LSTMState(keep_h * d_h, d_c * keep_c), d_z, d_z
 
 
 def lstm_recurrence(params: CellParams, carry: LSTMState, gx: Array) -> tuple[LSTMState, Array]:
@@ -103,6 +145,33 @@ def _gru_pointwise(carry: Array, gx: Array, gh: Array) -> tuple[Array, Array]:
   n = jnp.tanh(xn + r * hn)
   h = ((1.0 - z) * n + z * carry.astype(z.dtype)).astype(carry.dtype)
   return h, h
+
+
+def _gru_linearize(carry: Array, gx: Array, gh: Array, valid: Array) -> tuple[Array, ...]:
+  """Returns the coefficients of the GRU step's gradient, see :class:`CellKind`.
+
+  ``(k_r, k_z, k_n, k_hn, keep_h)``, each ``[..., H]``: with ``d_h = d_h' + d_y``,
+  ``d_gx = [k_r, k_z, k_n] * d_h``, ``d_gh = [k_r, k_z, k_hn] * d_h`` and
+  ``d_h_prev = keep_h * d_h`` plus the matmul with ``w_hh``. Padded steps
+  (``valid`` False) pass the gradient through.
+  """
+  xr, xz, xn = jnp.split(gx, 3, axis=-1)
+  hr, hz, hn = jnp.split(gh, 3, axis=-1)
+  r = jax.nn.sigmoid(xr + hr)
+  z = jax.nn.sigmoid(xz + hz)
+  n = jnp.tanh(xn + r * hn)
+  m = valid.astype(z.dtype)
+  k_n = m * (1 - z) * (1 - n * n)
+  return k_n * hn * r * (1 - r), m * (carry.astype(z.dtype) - n) * z * (1 - z), k_n, k_n * r, m * z + (1 - m)
+
+
+def _gru_pullback(coefficients, d_carry: Array, d_y: Array):
+  k_r, k_z, k_n, k_hn, keep_h = coefficients
+  d_h = d_carry + d_y
+  d_r, d_z = d_h * k_r, d_h * k_z
+  d_gx = jnp.concatenate([d_r, d_z, d_h * k_n], -1)
+  d_gh = jnp.concatenate([d_r, d_z, d_h * k_hn], -1)
+  return keep_h * d_h, d_gx, d_gh
 
 
 def gru_recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, Array]:
@@ -189,6 +258,14 @@ class CellKind:
       with a projection (``w_hr``) has a matmul after the gates and no
       parameter-free pointwise part.
     additive: whether the pointwise part reads only ``gx + gh``.
+    linearize: ``(carry, *pointwise_inputs, valid) -> coefficients``, run once
+      over all steps after the forward loop (``valid: [..., 1]``, False at
+      padded steps). The pointwise part's gradient is linear in the carry's
+      and the output's cotangents; these are its coefficients, so the
+      backward loop does no transcendental functions.
+    pullback: ``(coefficients, d_carry, d_y) -> (d_carry_prev, d_gx, d_gh)``
+      for one step, except ``d_gh @ w_hh.T``, which the driver adds to
+      ``d_carry_prev``'s hidden state.
   """
 
   name: str
@@ -196,6 +273,8 @@ class CellKind:
   recurrence: Callable[[CellParams, Carry, Array], tuple[Carry, Array]]
   pointwise: Callable[..., tuple[Carry, Array]]
   additive: bool
+  linearize: Callable[..., tuple[Array, ...]]
+  pullback: Callable[..., tuple[Carry, Array, Array]]
 
   def hidden(self, carry: Carry) -> Array:
     """Returns the part of the carry that multiplies ``w_hh``."""
@@ -211,13 +290,15 @@ _tanh_pointwise = _elman_pointwise(jnp.tanh)
 _relu_pointwise = _elman_pointwise(jax.nn.relu)
 _tanh_recurrence = _elman(_tanh_pointwise)
 _relu_recurrence = _elman(_relu_pointwise)
+_tanh_linearize = _elman_linearization(lambda z: 1 - jnp.tanh(z) ** 2)
+_relu_linearize = _elman_linearization(lambda z: (z > 0).astype(z.dtype))
 
 CELL_KINDS = {
   k.name: k
   for k in (
-    CellKind('rnn_tanh', 1, _tanh_recurrence, _tanh_pointwise, additive=True),
-    CellKind('rnn_relu', 1, _relu_recurrence, _relu_pointwise, additive=True),
-    CellKind('lstm', 4, lstm_recurrence, _lstm_pointwise, additive=True),
-    CellKind('gru', 3, gru_recurrence, _gru_pointwise, additive=False),
+    CellKind('rnn_tanh', 1, _tanh_recurrence, _tanh_pointwise, True, _tanh_linearize, _elman_pullback),
+    CellKind('rnn_relu', 1, _relu_recurrence, _relu_pointwise, True, _relu_linearize, _elman_pullback),
+    CellKind('lstm', 4, lstm_recurrence, _lstm_pointwise, True, _lstm_linearize, _lstm_pullback),
+    CellKind('gru', 3, gru_recurrence, _gru_pointwise, False, _gru_linearize, _gru_pullback),
   )
 }

@@ -183,11 +183,13 @@ def fused_scan_layer(
   differently (``jax.custom_vjp``), so forward-mode differentiation
   (``jax.jvp``) is not available. Not for LSTM with a projection.
 
-  The forward loop stores, per step, the previous hidden state and what the
-  pointwise part of the cell needs for its own gradient. The backward loop
-  runs that pointwise gradient and one ``[B, G*H] x [G*H, H_out]`` matmul per
-  step; ``dw_hh``, ``dw_ih``, the biases and the input gradient are then one
-  matmul (or sum) each over all ``T*B`` rows.
+  The forward loop stores, per step, the coefficients of the pointwise part's
+  gradient (``kind.linearize``: products of gate activations, linear in the
+  cotangents), in at least float32. The backward loop multiplies the
+  cotangents by them (no transcendental functions) and does one
+  ``[B, G*H] x [G*H, H_out]`` matmul per step; ``dw_hh``, ``dw_ih``, the
+  biases and the input gradient are then one matmul (or sum) each over all
+  ``T*B`` rows, with the hidden states read back from the outputs.
   """
   if hoist_input_projection:
     xs = project_input(params, xs)  # one large matmul, differentiated by JAX
@@ -209,7 +211,10 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
       gh = recurrent_sum(params, kind.hidden(carry))
       args = (carry, gx + gh) if kind.additive else (carry, gx, gh)
       new_carry, y = _masked(t < seq_lengths, kind.pointwise(*args), carry)
-      return new_carry, (y, args) if residuals else y
+      if not residuals:
+        return new_carry, y
+      valid = (t < seq_lengths)[..., None]
+      return new_carry, (y, kind.linearize(*_upcast(args), valid))
 
     return _scan_bits(step, carry, (ts, xs), reverse=reverse, unroll=unroll)
 
@@ -218,34 +223,37 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
     return forward(params, carry, ts, xs, seq_lengths, residuals=False)
 
   def loop_fwd(params, carry, ts, xs, seq_lengths):
-    final, (ys, args) = forward(params, carry, ts, xs, seq_lengths, residuals=True)
-    return (final, ys), (params, xs, args, ts, seq_lengths)
+    final, (ys, coefficients) = forward(params, carry, ts, xs, seq_lengths, residuals=True)
+    return (final, ys), (params, xs, ys, kind.hidden(carry), coefficients, ts, seq_lengths)
 
   def loop_bwd(res, cotangents):
-    params, xs, args, ts, seq_lengths = res
+    params, xs, ys, h0, coefficients, ts, seq_lengths = res
+    valid = (ts[:, None] < seq_lengths)[..., None]
     d_final, d_ys = cotangents
     w_hh = params.w_hh
     w_hh_t = _transposed(w_hh)
 
     def step(d_carry, inputs):
-      t, d_y, args = _upcast(inputs)
-      # Recomputes the cheap pointwise part from its stored inputs, then its gradient.
-      _, pullback = jax.vjp(lambda *args: _masked(t < seq_lengths, kind.pointwise(*args), args[0]), *args)
-      d_carry, *d_z = pullback((d_carry, d_y))
-      d_h = matmul(d_z[-1].astype(w_hh.dtype), w_hh_t)
+      d_y, coefficients = _upcast(inputs)
+      d_carry, d_gx, d_gh = kind.pullback(coefficients, d_carry, d_y)
+      d_gh = d_gh.astype(w_hh.dtype)
+      d_h = matmul(d_gh, w_hh_t)
       if kind.has_cell_state:
         d_carry = d_carry._replace(h=d_carry.h + d_h)
       else:
         d_carry = d_carry + d_h
-      return d_carry, tuple(d_z)
+      # The gate gradients feed the weight-gradient matmuls in the compute dtype.
+      return d_carry, (d_gh,) if kind.additive else (d_gx.astype(w_hh.dtype), d_gh)
 
+    # Padded steps emit constant zeros: their outputs' cotangents go nowhere.
+    d_ys = jnp.where(valid, d_ys, jnp.zeros_like(d_ys))
     # The carry's gradient accumulates in (at least) float32, like the forward gate sums.
-    d_carry, d_z = _scan_bits(step, _upcast(d_final), (ts, d_ys, args), reverse=not reverse, unroll=unroll)
+    d_carry, d_z = _scan_bits(
+      step, _upcast(d_final), (d_ys, coefficients), reverse=not reverse, unroll=unroll
+    )
     d_carry = jax.tree.map(lambda d, c: d.astype(c.dtype), d_carry, d_final)
-    # The gate gradients feed the weight-gradient matmuls in the compute dtype.
-    d_z = tuple(d.astype(w_hh.dtype) for d in d_z)
-    hs = kind.hidden(args[0])
     d_gx, d_gh = (d_z[0], d_z[0]) if kind.additive else d_z
+    hs = _previous_hidden(ys, h0, ts, seq_lengths, reverse)
     grads = {'w_hh': _outer(hs, d_gh, w_hh.dtype), 'b_hh': _bias_grad(params.b_hh, d_gh)}
     if in_step:
       grads['w_ih'] = _outer(xs, d_gx, params.w_ih.dtype)
@@ -258,6 +266,20 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
 
   loop.defvjp(loop_fwd, loop_bwd)
   return loop
+
+
+def _previous_hidden(ys: Array, h0: Array, ts: Array, seq_lengths: Array, reverse: bool) -> Array:
+  """Returns the hidden state each step of the loop started from, ``[T, B, H]``, from its outputs.
+
+  ``ys[t]`` is the hidden state after a valid step ``t`` (zeros after padding) and
+  ``h0`` the loop's initial one. Where a step is padding the result is arbitrary:
+  its gradient coefficients are zero.
+  """
+  if not reverse:
+    return jnp.concatenate([h0[None], ys[:-1]])
+  # Reversed, step t starts from step t + 1's state, or from h0 when t + 1 is padding.
+  after = jnp.concatenate([ys[1:], h0[None]])
+  return jnp.where(((ts + 1)[:, None] < seq_lengths)[..., None], after, h0[None])
 
 
 def _scan_bits(step, carry, xs, **options):
