@@ -228,13 +228,14 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
 
   def loop_bwd(res, cotangents):
     params, xs, ys, h0, coefficients, ts, seq_lengths = res
-    valid = (ts[:, None] < seq_lengths)[..., None]
     d_final, d_ys = cotangents
     w_hh = params.w_hh
     w_hh_t = _transposed(w_hh)
 
     def step(d_carry, inputs):
-      d_y, coefficients = _upcast(inputs)
+      t, d_y, coefficients = _upcast(inputs)
+      # Padded steps emit constant zeros: their outputs' cotangents go nowhere.
+      d_y = jnp.where((t < seq_lengths)[:, None], d_y, 0)
       d_carry, d_gx, d_gh = kind.pullback(coefficients, d_carry, d_y)
       d_gh = d_gh.astype(w_hh.dtype)
       d_h = matmul(d_gh, w_hh_t)
@@ -245,11 +246,9 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
       # The gate gradients feed the weight-gradient matmuls in the compute dtype.
       return d_carry, (d_gh,) if kind.additive else (d_gx.astype(w_hh.dtype), d_gh)
 
-    # Padded steps emit constant zeros: their outputs' cotangents go nowhere.
-    d_ys = jnp.where(valid, d_ys, jnp.zeros_like(d_ys))
     # The carry's gradient accumulates in (at least) float32, like the forward gate sums.
     d_carry, d_z = _scan_bits(
-      step, _upcast(d_final), (d_ys, coefficients), reverse=not reverse, unroll=unroll
+      step, _upcast(d_final), (ts, d_ys, coefficients), reverse=not reverse, unroll=unroll
     )
     d_carry = jax.tree.map(lambda d, c: d.astype(c.dtype), d_carry, d_final)
     d_gx, d_gh = (d_z[0], d_z[0]) if kind.additive else d_z
