@@ -231,6 +231,7 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
     d_final, d_ys = cotangents
     w_hh = params.w_hh
     w_hh_t = _transposed(w_hh)
+    hidden = w_hh.shape[-1] // kind.num_gates
 
     def step(d_carry, inputs):
       t, d_y, coefficients = _upcast(inputs)
@@ -243,15 +244,20 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
         d_carry = d_carry._replace(h=d_carry.h + d_h)
       else:
         d_carry = d_carry + d_h
-      # The gate gradients feed the weight-gradient matmuls in the compute dtype.
-      return d_carry, (d_gh,) if kind.additive else (d_gx.astype(w_hh.dtype), d_gh)
+      # The gate gradients feed the weight-gradient matmuls in the compute dtype. A GRU's
+      # d_gh equals its d_gx except in the last (n) block: only that block is stored.
+      return d_carry, (d_gh,) if kind.additive else (d_gx.astype(w_hh.dtype), d_gh[..., -hidden:])
 
     # The carry's gradient accumulates in (at least) float32, like the forward gate sums.
     d_carry, d_z = _scan_bits(
       step, _upcast(d_final), (ts, d_ys, coefficients), reverse=not reverse, unroll=unroll
     )
     d_carry = jax.tree.map(lambda d, c: d.astype(c.dtype), d_carry, d_final)
-    d_gx, d_gh = (d_z[0], d_z[0]) if kind.additive else d_z
+    if kind.additive:
+      d_gx = d_gh = d_z[0]
+    else:
+      d_gx, d_gh_n = d_z
+      d_gh = jnp.concatenate([d_gx[..., :-hidden], d_gh_n], -1)
     hs = _previous_hidden(ys, h0, ts, seq_lengths, reverse)
     grads = {'w_hh': _outer(hs, d_gh, w_hh.dtype), 'b_hh': _bias_grad(params.b_hh, d_gh)}
     if in_step:
