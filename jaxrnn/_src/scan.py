@@ -185,7 +185,7 @@ def fused_scan_layer(
 
   The forward loop stores, per step, the coefficients of the pointwise part's
   gradient (``kind.linearize``: products of gate activations, linear in the
-  cotangents), in at least float32. The backward loop multiplies the
+  cotangents), in the compute dtype. The backward loop multiplies the
   cotangents by them (no transcendental functions) and does one
   ``[B, G*H] x [G*H, H_out]`` matmul per step; ``dw_hh``, ``dw_ih``, the
   biases and the input gradient are then one matmul (or sum) each over all
@@ -214,7 +214,10 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
       if not residuals:
         return new_carry, y
       valid = (t < seq_lengths)[..., None]
-      return new_carry, (y, kind.linearize(*_upcast(args), valid))
+      # Stored in the compute dtype: in bfloat16 S1 that moves the weight gradients' error
+      # against float32 from 0.25% to 0.27% (autodiff's: 2.9%) for 5% less time.
+      coefficients = kind.linearize(*_upcast(args), valid)
+      return new_carry, (y, tuple(k.astype(params.w_hh.dtype) for k in coefficients))
 
     return _scan_bits(step, carry, (ts, xs), reverse=reverse, unroll=unroll)
 
