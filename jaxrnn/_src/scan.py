@@ -115,9 +115,15 @@ def scan_layer(
     xs = project(params, xs)
     project = None
 
+  # Autodiff sums the gradient of the weights a loop closes over step by step, in their
+  # own dtype: in bfloat16 that sum stagnates over long sequences (S4-lstm bias: 88%
+  # off float32). The loop reads 16-bit weights through a float32 copy instead.
+  wide = _upcast(params)
+
   def step(carry, x):
-    gx = x if project is None else project(params, x)
-    return recurrence(params, carry, gx)
+    params_ = jax.tree.map(lambda w, p: w.astype(p.dtype), wide, params)
+    gx = x if project is None else project(params_, x)
+    return recurrence(params_, carry, gx)
 
   if remat:
     step = jax.checkpoint(step)
@@ -126,15 +132,33 @@ def scan_layer(
 
   def run(carry, ts, xs):
     if seq_lengths is None:
-      return jax.lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
+      return _scan_wide(step, carry, xs, reverse=reverse, unroll=unroll)
 
     def body(carry, inputs):
       t, x = inputs
       return _masked(t < seq_lengths, step(carry, x), carry)
 
-    return jax.lax.scan(body, carry, (ts, xs), reverse=reverse, unroll=unroll)
+    return _scan_wide(body, carry, (ts, xs), reverse=reverse, unroll=unroll)
 
   return _in_chunks(run, carry, xs, checkpoint_every, reverse)
+
+
+def _scan_wide(step, carry, xs, **options):
+  """``jax.lax.scan`` that stacks 16-bit float outputs in float32 and converts them after the loop.
+
+  XLA:CPU writes each bfloat16 slice into the stacked output by copying the whole
+  buffer (S4, T=4096: 0.2 ms a step, 0.85 s of a 0.96 s forward); float32 slices are
+  written in place. Differentiable, unlike :func:`_scan_bits`.
+  """
+  dtypes = []
+
+  def body(carry, x):
+    carry, y = step(carry, x)
+    dtypes.append(jax.tree.map(lambda a: a.dtype, y))
+    return carry, _upcast(y)
+
+  carry, ys = jax.lax.scan(body, carry, xs, **options)
+  return carry, jax.tree.map(lambda a, dtype: a.astype(dtype), ys, dtypes[-1])
 
 
 def _masked(valid: Array, new: tuple[Carry, Array], old: Carry) -> tuple[Carry, Array]:
