@@ -133,6 +133,18 @@ def test_bfloat16_weight_gradients_sum_in_float32_over_long_sequences(rng, fused
   assert float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want)) < 2e-2
 
 
+@pytest.mark.parametrize('fused', [True, False])
+def test_gradient_of_an_empty_time_axis(fused):
+  """T = 0: the weights get zero gradients and the initial carry the identity."""
+  layer = make_layer('gru', hidden_size=H, bidirectional=True, fused_backward=fused)
+  x = jnp.zeros((B, 0, F))
+  variables = layer.init(jax.random.key(0), x)
+  h0 = jnp.ones((2, B, H))
+  grads, d_h0 = jax.grad(lambda v, h0: jnp.sum(layer.apply(v, x, None, h0)[1]), argnums=(0, 1))(variables, h0)
+  assert all(not jnp.any(g) for g in jax.tree.leaves(grads))
+  np.testing.assert_array_equal(d_h0, 1.0)
+
+
 def test_forward_mode_needs_fused_backward_off(rng):
   """custom_vjp has no JVP rule: with fused_backward=False, jax.jvp works through the layer."""
   x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)

@@ -100,11 +100,11 @@ def _lstm_gates(carry: LSTMState, z: Array) -> tuple[Array, Array]:
 def _lstm_linearize(carry: LSTMState, z: Array, valid: Array) -> tuple[Array, ...]:
   """Returns the coefficients of the LSTM step's gradient, see :class:`CellKind`.
 
-  ``(to_gates [..., 4H], to_c [..., H], keep_c [..., H], keep_h [..., 1])``: with
-  ``d_h = d_h' + d_y`` and ``d_c = d_c' + d_h * to_c``, the gate pre-activations'
-  gradient is ``[d_c, d_c, d_c, d_h] * to_gates`` (gates ``i, f, g, o``), and
-  ``d_c_prev = d_c * keep_c``; ``d_h_prev = keep_h * d_h`` plus the matmul with
-  ``w_hh``. Padded steps (``valid`` False) pass both gradients through.
+  ``(k_i, k_f, k_g, k_o, to_c, keep_c)``, each ``[..., H]``, and ``keep_h [..., 1]``:
+  with ``d_h = d_h' + d_y`` and ``d_c = d_c' + d_h * to_c``, the gate
+  pre-activations' gradient is ``[d_c * k_i, d_c * k_f, d_c * k_g, d_h * k_o]``,
+  ``d_c_prev = d_c * keep_c`` and ``d_h_prev = keep_h * d_h`` plus the matmul
+  with ``w_hh``. Padded steps (``valid`` False) pass both gradients through.
   """
   zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
   i, f, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jax.nn.sigmoid(zo)
@@ -258,9 +258,9 @@ class CellKind:
       with a projection (``w_hr``) has a matmul after the gates and no
       parameter-free pointwise part.
     additive: whether the pointwise part reads only ``gx + gh``.
-    linearize: ``(carry, *pointwise_inputs, valid) -> coefficients``, run once
-      over all steps after the forward loop (``valid: [..., 1]``, False at
-      padded steps). The pointwise part's gradient is linear in the carry's
+    linearize: ``(carry, *pointwise_inputs, valid) -> coefficients``, run by
+      the forward step of the fused loop and stored (``valid: [..., 1]``, False
+      at padded steps). The pointwise part's gradient is linear in the carry's
       and the output's cotangents; these are its coefficients, so the
       backward loop does no transcendental functions.
     pullback: ``(coefficients, d_carry, d_y) -> (d_carry_prev, d_gx, d_gh)``
