@@ -92,9 +92,15 @@ def _lstm_pointwise(carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
 
 
 def _lstm_gates(carry: LSTMState, z: Array) -> tuple[Array, Array]:
-  i, f, g, o = jnp.split(z, 4, axis=-1)
-  c = jax.nn.sigmoid(f) * carry.c.astype(z.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
-  return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+  i, f, g, o = _lstm_activations(z)
+  c = f * carry.c.astype(z.dtype) + i * g
+  return c, o * jnp.tanh(c)
+
+
+def _lstm_activations(z: Array) -> tuple[Array, Array, Array, Array]:
+  """Returns the gates ``i, f, g, o`` from their pre-activations ``z: [..., 4H]``."""
+  zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+  return jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
 
 
 def _lstm_linearize(carry: LSTMState, z: Array, valid: Array) -> tuple[Array, ...]:
@@ -106,9 +112,7 @@ def _lstm_linearize(carry: LSTMState, z: Array, valid: Array) -> tuple[Array, ..
   ``d_c_prev = d_c * keep_c`` and ``d_h_prev = keep_h * d_h`` plus the matmul
   with ``w_hh``. Padded steps (``valid`` False) pass both gradients through.
   """
-  zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
-  i, f, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jax.nn.sigmoid(zo)
-  g = jnp.tanh(zg)
+  i, f, g, o = _lstm_activations(z)
   c_prev = carry.c.astype(z.dtype)
   tanh_c = jnp.tanh(f * c_prev + i * g)
   m = valid.astype(z.dtype)
@@ -138,13 +142,18 @@ def lstm_recurrence(params: CellParams, carry: LSTMState, gx: Array) -> tuple[LS
 
 
 def _gru_pointwise(carry: Array, gx: Array, gh: Array) -> tuple[Array, Array]:
+  _, z, n, _ = _gru_gates(gx, gh)
+  h = ((1.0 - z) * n + z * carry.astype(z.dtype)).astype(carry.dtype)
+  return h, h
+
+
+def _gru_gates(gx: Array, gh: Array) -> tuple[Array, Array, Array, Array]:
+  """Returns ``r, z, n`` and the recurrent ``n`` block ``hn`` from the two projections."""
   xr, xz, xn = jnp.split(gx, 3, axis=-1)
   hr, hz, hn = jnp.split(gh, 3, axis=-1)
   r = jax.nn.sigmoid(xr + hr)
   z = jax.nn.sigmoid(xz + hz)
-  n = jnp.tanh(xn + r * hn)
-  h = ((1.0 - z) * n + z * carry.astype(z.dtype)).astype(carry.dtype)
-  return h, h
+  return r, z, jnp.tanh(xn + r * hn), hn
 
 
 def _gru_linearize(carry: Array, gx: Array, gh: Array, valid: Array) -> tuple[Array, ...]:
@@ -155,11 +164,7 @@ def _gru_linearize(carry: Array, gx: Array, gh: Array, valid: Array) -> tuple[Ar
   ``d_h_prev = keep_h * d_h`` plus the matmul with ``w_hh``. Padded steps
   (``valid`` False) pass the gradient through.
   """
-  xr, xz, xn = jnp.split(gx, 3, axis=-1)
-  hr, hz, hn = jnp.split(gh, 3, axis=-1)
-  r = jax.nn.sigmoid(xr + hr)
-  z = jax.nn.sigmoid(xz + hz)
-  n = jnp.tanh(xn + r * hn)
+  r, z, n, hn = _gru_gates(gx, gh)
   m = valid.astype(z.dtype)
   k_n = m * (1 - z) * (1 - n * n)
   return k_n * hn * r * (1 - r), m * (carry.astype(z.dtype) - n) * z * (1 - z), k_n, k_n * r, m * z + (1 - m)
