@@ -113,8 +113,8 @@ def flax_functions(shape, dtype=None):
   return forward, jax.grad(loss), (variables, x, lengths)
 
 
-def torch_functions(shape, dtype=None):
-  """PyTorch ``nn.LSTM/GRU/RNN`` on CPU; packed sequences for ragged batches.
+def torch_functions(shape, dtype=None, device='cpu'):
+  """PyTorch ``nn.LSTM/GRU/RNN`` (cuDNN on ``device='cuda'``); packed sequences for ragged batches.
 
   ``dtype``: e.g. ``'bfloat16'`` for the module and the inputs (PyTorch has no separate
   compute dtype for RNNs).
@@ -132,7 +132,8 @@ def torch_functions(shape, dtype=None):
     batch_first=True,
   )
   x, lengths = shape.data()
-  x = torch.from_numpy(x)
+  module = module.to(device)
+  x = torch.from_numpy(x).to(device)
   if dtype is not None:
     module = module.to(getattr(torch, dtype))
     x = x.to(getattr(torch, dtype))
