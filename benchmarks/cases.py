@@ -137,6 +137,8 @@ def torch_functions(shape, dtype=None, device='cpu'):
   if dtype is not None:
     module = module.to(getattr(torch, dtype))
     x = x.to(getattr(torch, dtype))
+  if device != 'cpu':
+    module.flatten_parameters()  # one contiguous weight buffer, as cuDNN wants
   lengths = None if lengths is None else torch.from_numpy(lengths).long()
 
   def run():

@@ -28,7 +28,6 @@ import os
 os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.45')
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import copy  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime  # noqa: E402
@@ -49,47 +48,30 @@ HERE = pathlib.Path(__file__).parent
 FULL = ('S1', 'S3', 'S2-lstm', 'S4-lstm', 'S5', 'S2-gru', 'S2-rnn', 'S4-gru')
 QUICK = ('S1', 'S3', 'S5')
 SWEEP_STEPS = (25, 100, 400, 1600)
-SWEEP = ('jaxrnn', 'jaxrnn[cudnn=False]', 'flax', 'torch')
-_PATHS = (
-  'jaxrnn[cudnn=False]',
-  'jaxrnn[cudnn=False,hoist_input_projection=False]',
-  'jaxrnn[cudnn=False,fused_backward=False]',
-)
+SWEEP = ('jaxrnn', 'flax', 'torch', 'jax.experimental.rnn')
 
 
 def candidates(shape) -> tuple[str, ...]:
-  """The rows measured for ``shape``: defaults, bfloat16 peers, and jaxrnn's own paths."""
+  """The rows measured for ``shape``: defaults, bfloat16 peers, and jaxrnn's other paths."""
   names = ['jaxrnn', 'flax', 'torch', 'jaxrnn[dtype=bfloat16]', 'torch[dtype=bfloat16]']
   if shape.cell == 'lstm':
-    names += ['jax.experimental.rnn', *_PATHS]
-  else:
-    names += [_PATHS[1], _PATHS[2]]
+    names.append('jax.experimental.rnn')
+  names += [
+    'jaxrnn[hoist_input_projection=False]',
+    'jaxrnn[fused_backward=False]',
+    'jaxrnn[unroll=4]',
+    'jaxrnn[unroll=8]',
+    'jaxrnn[hoist_input_projection=False,unroll=8]',
+    'jaxrnn[dtype=bfloat16,unroll=8]',
+  ]
   if shape.name in ('S1', 'S3'):
     names.append('flax[dtype=bfloat16]')
-  if shape.name in ('S1', 'S3', 'S4-lstm'):
-    names.append('jaxrnn[dtype=bfloat16]~plain-scan')
   return tuple(names)
 
 
-@contextlib.contextmanager
-def plain_scan():
-  """Traces jaxrnn with plain ``lax.scan`` stacking instead of its XLA:CPU workarounds
-  (16-bit floats moved through the loop as ``uint16``; float32 stacking of 16-bit outputs)."""
-  from jaxrnn._src import scan
-
-  saved = scan._scan_bits, scan._scan_wide
-  scan._scan_bits = scan._scan_wide = lambda step, carry, xs, **options: jax.lax.scan(
-    step, carry, xs, **options
-  )
-  try:
-    yield
-  finally:
-    scan._scan_bits, scan._scan_wide = saved
-
-
 def parse(name):
-  """``'jaxrnn[cudnn=False,unroll=2]'`` -> ``('jaxrnn', {'cudnn': False, 'unroll': 2})``."""
-  framework, _, rest = name.split('~')[0].partition('[')
+  """``'jaxrnn[fused_backward=False,unroll=2]'`` -> ``('jaxrnn', {'fused_backward': False, 'unroll': 2})``."""
+  framework, _, rest = name.partition('[')
   options = {}
   for item in filter(None, rest.rstrip(']').split(',')):
     key, value = item.split('=')
@@ -188,8 +170,7 @@ class Prepared:
     self.calls = {}
     for mode, fn in (('fwd', forward), ('fwdbwd', forward_backward)):
       start = time.perf_counter()
-      with plain_scan() if name.endswith('~plain-scan') else contextlib.nullcontext():
-        compiled = jax.jit(fn).lower(*args).compile()
+      compiled = jax.jit(fn).lower(*args).compile()
       self.info[f'{mode}_compile_s'] = time.perf_counter() - start
       peak = _peak_mb(compiled)
       if peak is not None:
@@ -205,7 +186,6 @@ class Prepared:
 
 def jaxrnn_path(shape, options) -> str:
   """Which of jaxrnn's paths a layer with ``options`` takes for ``shape`` on this backend."""
-  from jaxrnn._src.compose import _use_cudnn
   from jaxrnn._src.scan import default_hoist_input_projection
 
   cls = {'lstm': 'LSTM', 'gru': 'GRU', 'rnn_tanh': 'RNN'}[shape.cell]
@@ -215,12 +195,10 @@ def jaxrnn_path(shape, options) -> str:
     shape.hidden, num_layers=shape.layers, bidirectional=shape.directions == 2, **options
   )
   config = layer.config
-  if _use_cudnn(config, jnp.dtype(options.get('dtype') or jnp.float32), False):
-    return 'cudnn'
   hoist = config.hoist_input_projection
   hoist = default_hoist_input_projection() if hoist is None else hoist
   backward = 'fused' if config.use_fused_backward else 'autodiff'
-  return f'scan, {"hoisted" if hoist else "in-step"} projection, {backward} backward'
+  return f'{"hoisted" if hoist else "in-step"} projection, {backward} backward, unroll {config.unroll}'
 
 
 def suite(shapes, names_of, rounds, runs, torch_device, deadline, log):
@@ -284,8 +262,8 @@ def smoke(log, torch_device):
   """Returns a list of ``{'check', 'ok', 'detail'}``; logs each line as it is decided."""
   checks = []
 
-  def record(check, ok, detail):
-    checks.append({'check': check, 'ok': bool(ok), 'detail': detail})
+  def record(check, ok, detail, peer=False):
+    checks.append({'check': check, 'ok': bool(ok), 'detail': detail, 'peer': peer})
     log(f'  {"PASS" if ok else "FAIL"}  {check}: {detail}')
 
   def attempt(check, fn):
@@ -309,10 +287,8 @@ def smoke(log, torch_device):
 
   def padding():
     for cell in ('rnn', 'lstm', 'gru'):
-      for cudnn in (False, None):
-        if cell != 'lstm' and cudnn is None:
-          continue
-        layer = _layer(cell, hidden_size=hidden, num_layers=2, bidirectional=True, cudnn=cudnn)
+      for fused in (True, False):
+        layer = _layer(cell, hidden_size=hidden, num_layers=2, bidirectional=True, fused_backward=fused)
         variables = layer.init(jax.random.key(1), x[:1])
         reference = on_cpu(lambda v, x, n, layer=layer: layer.apply(v, x, n), variables, x, lengths)
         outputs, final = jax.jit(layer.apply)(variables, jnp.asarray(x_nan), jnp.asarray(lengths))
@@ -327,7 +303,7 @@ def smoke(log, torch_device):
         empty_ok = np.all(h[:, 2] == 0)
         error = _max_rel((outputs, final), reference)
         record(
-          f'padding {cell} cudnn={cudnn}',
+          f'padding {cell} fused_backward={fused}',
           padding_zero and forward_ok and backward_ok and empty_ok and error < 2e-3 and np.isfinite(error),
           f'padding exactly 0: {padding_zero}, h_n == last valid output (fwd {forward_ok}, bwd {backward_ok}), '
           f'length 0 keeps the initial carry: {bool(empty_ok)}, rel. error vs CPU (TF32 default) {error:.1e}',
@@ -360,8 +336,8 @@ def smoke(log, torch_device):
       out = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=steps)[0]
       out.sum().backward()
       want_grad = module.weight_hh_l0.grad.detach().cpu().numpy().T
-      for cudnn in (False, None) if cell == 'lstm' else (False,):
-        layer_ = layer.clone(cudnn=cudnn)
+      for fused in (True, False):
+        layer_ = layer.clone(fused_backward=fused)
         with jax.default_matmul_precision('highest'):
           ours, our_final = jax.jit(layer_.apply)(variables, x, full)
           grad = jax.jit(jax.grad(lambda v, layer_=layer_: jnp.sum(layer_.apply(v, x, full)[0])))(variables)
@@ -372,7 +348,7 @@ def smoke(log, torch_device):
           _rel(grad['params']['l0']['w_hh'], want_grad),
         )
         record(
-          f'pytorch {cell} cudnn={cudnn} ({torch_device})',
+          f'pytorch {cell} fused_backward={fused} ({torch_device})',
           max(errors) < 1e-5,
           'rel. error outputs {:.1e}, h_n {:.1e}, grad w_hh {:.1e} (float32, TF32 off)'.format(*errors),
         )
@@ -380,9 +356,7 @@ def smoke(log, torch_device):
   def gradients():
     for cell in ('rnn', 'lstm', 'gru'):
       grads = {}
-      paths = {'autodiff': {'fused_backward': False}, 'fused': {'fused_backward': True, 'cudnn': False}}
-      if cell == 'lstm':
-        paths['cudnn'] = {'cudnn': None}
+      paths = {'autodiff': {'fused_backward': False}, 'fused': {'fused_backward': True}}
       for path, options in paths.items():
         layer = _layer(cell, hidden_size=hidden, num_layers=2, bidirectional=True, **options)
         variables = layer.init(jax.random.key(2), x[:1])
@@ -426,7 +400,7 @@ def smoke(log, torch_device):
       )
 
   def tf32():
-    layer = _layer('lstm', hidden_size=64, cudnn=False)
+    layer = _layer('lstm', hidden_size=64)
     xb = rng.normal(size=(16, 64, 32)).astype(np.float32)
     variables = layer.init(jax.random.key(4), xb[:1])
     with jax.default_matmul_precision('highest'):
@@ -437,11 +411,64 @@ def smoke(log, torch_device):
       'float32 default precision vs highest (scan)', error < 1e-2, f'rel. error {error:.1e} (TF32 if > 1e-6)'
     )
 
+  def cudnn_peer():
+    """``jax.experimental.rnn`` (cuDNN) against jaxrnn on the same weights: forward and gradient."""
+    from jax.experimental import rnn
+
+    import jaxrnn
+
+    full = np.array([7, 3, 6, 1, 5], np.int32)
+    for bidirectional, lengths_ in ((False, np.full(batch, steps, np.int32)), (True, full)):
+      directions = 2 if bidirectional else 1
+      flat = rnn.init_lstm_weight(jax.random.key(5), features, hidden, 2, bidirectional)
+      layer = jaxrnn.LSTM(hidden, num_layers=2, bidirectional=bidirectional)
+
+      def as_variables(flat, layer=layer, bidirectional=bidirectional):
+        w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(flat, features, hidden, 2, bidirectional)
+        names = layer.config.param_names
+        return {
+          'params': {
+            n: dict(w_ih=w_ih[i].T, w_hh=w_hh[i].T, b_ih=b_ih[i], b_hh=b_hh[i]) for i, n in enumerate(names)
+          }
+        }
+
+      def ours(flat, layer=layer, lengths_=lengths_):
+        return layer.apply(as_variables(flat), x, lengths_)[0]
+
+      def theirs(flat, directions=directions, lengths_=lengths_, bidirectional=bidirectional):
+        h0 = jnp.zeros((2 * directions, batch, hidden))
+        y = rnn.lstm(
+          x,
+          h0,
+          h0,
+          flat,
+          jnp.asarray(lengths_),
+          input_size=features,
+          hidden_size=hidden,
+          num_layers=2,
+          dropout=0.0,
+          bidirectional=bidirectional,
+        )[0]
+        return jnp.where((np.arange(steps)[None, :] < lengths_[:, None])[..., None], y, 0)
+
+      with jax.default_matmul_precision('highest'):
+        forward = _rel(jax.jit(theirs)(flat), jax.jit(ours)(flat))
+        loss = lambda f: lambda w: jnp.sum(f(w) * jnp.cos(f(w)))  # noqa: E731
+        grad = _rel(jax.jit(jax.grad(loss(theirs)))(flat), jax.jit(jax.grad(loss(ours)))(flat))
+      record(
+        f'peer: jax.experimental.rnn (cuDNN) LSTM, 2 layers, bidirectional={bidirectional}',
+        max(forward, grad) < 1e-4,
+        f'vs jaxrnn on the same weights: outputs rel. error {forward:.1e}, weight gradient {grad:.1e}',
+        peer=True,
+      )
+
   attempt('padding', padding)
   attempt('pytorch parity', torch_parity)
   attempt('gradients', gradients)
   attempt('bfloat16', bfloat16)
   attempt('tf32', tf32)
+  if jax.default_backend() == 'gpu':
+    attempt('peer: jax.experimental.rnn', cudnn_peer)
   return checks
 
 
@@ -584,9 +611,13 @@ def main():
     save()
     plot(report['sweep'], out / f'gpu-{stamp}-time_vs_T.png')
 
-  failed = [c['check'] for c in report['smoke'] if not c['ok']]
-  smoke_line = f'smoke test: {len(report["smoke"]) - len(failed)} of {len(report["smoke"])} passed' + (
+  own = [c for c in report['smoke'] if not c.get('peer')]
+  failed = [c['check'] for c in own if not c['ok']]
+  smoke_line = f'smoke test (jaxrnn): {len(own) - len(failed)} of {len(own)} passed' + (
     f'; FAILED: {", ".join(failed)}' if failed else ''
+  )
+  smoke_line += ''.join(
+    f'\n- {"PASS" if c["ok"] else "FAIL"} {c["check"]}: {c["detail"]}' for c in report['smoke']
   )
   text = (
     ' | '.join(f'{k} {v}' for k, v in env.items())

@@ -17,9 +17,6 @@ import jax.numpy as jnp
 from jaxrnn._src import checks
 from jaxrnn._src.cells import accumulation_dtype
 from jaxrnn._src.config import LayerConfig
-from jaxrnn._src.cudnn import cudnn_available
-from jaxrnn._src.cudnn import cudnn_stack
-from jaxrnn._src.cudnn import cudnn_unsupported
 from jaxrnn._src.scan import default_hoist_input_projection
 from jaxrnn._src.scan import fused_scan_layer
 from jaxrnn._src.scan import scan_layer
@@ -49,18 +46,6 @@ def dropout(rng: Array, rate: float, x: Array) -> Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def _use_cudnn(config: LayerConfig, dtype, dropout: bool) -> bool:
-  """Whether this call runs as one cuDNN call (``config.cudnn``; module ``cudnn``)."""
-  if config.cudnn is False or (config.cudnn is None and config.fused_backward is False):
-    return False
-  reason = cudnn_unsupported(config, dtype, dropout=dropout)
-  if reason is None and not cudnn_available():
-    reason = f'no CUDA GPU with cuDNN RNN kernels (backend {jax.default_backend()!r})'
-  if config.cudnn and reason is not None:
-    raise ValueError(f'`cudnn=True` cannot run this layer: {reason}. Leave `cudnn=None` to fall back.')
-  return reason is None
-
-
 def run_stack(
   config: LayerConfig,
   params: Sequence[CellParams],
@@ -85,9 +70,6 @@ def run_stack(
     ``ys: [T, B, D*H_out]`` (forward half first) and the final carry, leaves
     ``[L*D, B, ...]``.
   """
-  if _use_cudnn(config, xs.dtype, dropout_rng is not None):
-    ys, final_carry = cudnn_stack(config, params, xs, seq_lengths, carry)
-    return ys, jax.tree.map(lambda leaf: leaf.astype(ys.dtype), final_carry)
   kind = config.kind
   directions = config.num_directions
   hoist = config.hoist_input_projection

@@ -37,7 +37,6 @@ class LayerConfig:
   checkpoint_every: int = 0
   hoist_input_projection: bool | None = None
   fused_backward: bool | None = None
-  cudnn: bool | None = None
 
   def __post_init__(self):
     if self.cell not in CELL_KINDS:
@@ -57,11 +56,6 @@ class LayerConfig:
         '`fused_backward=True` does not support '
         + ('`proj_size`' if self.proj_size else '`remat=True` (use `checkpoint_every`)')
         + '; leave `fused_backward=None` to choose automatically.'
-      )
-    if self.cudnn and self.fused_backward is False:
-      raise ValueError(
-        '`cudnn=True` brings its own backward pass, which has no forward mode either; '
-        '`fused_backward=False` asks for JAX autodiff of the scan: choose one.'
       )
     if self.proj_size and self.cell != 'lstm':
       raise ValueError(

@@ -59,5 +59,4 @@ class LayerFields:
       checkpoint_every=self.checkpoint_every,
       hoist_input_projection=self.hoist_input_projection,
       fused_backward=self.fused_backward,
-      cudnn=self.cudnn,
     )

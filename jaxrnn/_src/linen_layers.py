@@ -58,7 +58,6 @@ class _RecurrentLayer(LayerFields, nn.Module):
   checkpoint_every: int = 0
   hoist_input_projection: bool | None = None
   fused_backward: bool | None = None
-  cudnn: bool | None = None
 
   def __post_init__(self):
     super().__post_init__()
@@ -172,11 +171,6 @@ class RNN(_RecurrentLayer):
       ``None`` (default) uses it wherever it applies (not with ``proj_size``
       or ``remat``). It has no forward-mode derivative: set ``False`` for
       ``jax.jvp``/``jax.jacfwd``/``jax.hessian`` through the layer.
-    cudnn: run an LSTM stack as one cuDNN call (``jax.experimental.rnn``) on
-      a CUDA GPU. ``None`` (default) does so where it is exact and available:
-      LSTM without ``proj_size``, float32 compute, no dropout in the call, no
-      ``remat``/``checkpoint_every``, ``fused_backward`` not ``False``.
-      ``True`` raises where it cannot; ``False`` always runs jaxrnn's scan.
     nonlinearity: ``'tanh'`` or ``'relu'``.
 
   Examples:

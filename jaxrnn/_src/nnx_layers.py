@@ -59,7 +59,6 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     checkpoint_every: int = 0,
     hoist_input_projection: bool | None = None,
     fused_backward: bool | None = None,
-    cudnn: bool | None = None,
     deterministic: bool = False,
     rngs: nnx.Rngs,
   ):
@@ -80,7 +79,6 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     self.checkpoint_every = checkpoint_every
     self.hoist_input_projection = hoist_input_projection
     self.fused_backward = fused_backward
-    self.cudnn = cudnn
     self.deterministic = deterministic
     config = self.config  # validates the hyper-parameters
     initializers = weight_initializers(hidden_size, kernel_init, recurrent_kernel_init, bias_init)

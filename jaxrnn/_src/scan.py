@@ -227,16 +227,19 @@ def fused_scan_layer(
   if hoist_input_projection:
     xs = project_input(params, xs)  # one large matmul, differentiated by JAX
     params = params._replace(w_ih=None, b_ih=None)
+  num_steps = xs.shape[0]
+  # Without padding (no lengths, no padded last chunk) the loop skips the masks.
+  masked = seq_lengths is not None or (0 < checkpoint_every < num_steps and num_steps % checkpoint_every)
   if seq_lengths is None:
-    seq_lengths = jnp.full(xs.shape[1], xs.shape[0])
+    seq_lengths = jnp.full(xs.shape[1], num_steps)
   in_step = params.w_ih is not None
-  loop = _fused_loop(kind, in_step, reverse, unroll)
+  loop = _fused_loop(kind, in_step, reverse, unroll, bool(masked))
   return _in_chunks(
     lambda carry, ts, xs: loop(params, carry, ts, xs, seq_lengths), carry, xs, checkpoint_every, reverse
   )
 
 
-def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
+def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int, masked: bool):
   def forward(params, carry, ts, xs, seq_lengths, residuals):
     def step(carry, inputs):
       t, x = inputs
@@ -244,7 +247,7 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
       gh = recurrent_sum(params, kind.hidden(carry))
       args = (carry, gx + gh) if kind.additive else (carry, gx, gh)
       valid = t < seq_lengths
-      new_carry, y = _masked(valid, kind.pointwise(*args), carry)
+      new_carry, y = _masked(valid, kind.pointwise(*args), carry) if masked else kind.pointwise(*args)
       if not residuals:
         return new_carry, y
       # Stored in the compute dtype: in bfloat16 S1 that moves the weight gradients' error
@@ -272,7 +275,8 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int):
     def step(d_carry, inputs):
       t, d_y, coefficients = _upcast(inputs)
       # Padded steps emit constant zeros: their outputs' cotangents go nowhere.
-      d_y = jnp.where((t < seq_lengths)[:, None], d_y, 0)
+      if masked:
+        d_y = jnp.where((t < seq_lengths)[:, None], d_y, 0)
       d_carry, d_gx, d_gh = kind.pullback(coefficients, d_carry, d_y)
       d_gh = d_gh.astype(w_hh.dtype)
       d_h = matmul(d_gh, w_hh_t)
