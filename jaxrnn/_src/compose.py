@@ -18,6 +18,7 @@ from jaxrnn._src import checks
 from jaxrnn._src.cells import accumulation_dtype
 from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.scan import default_hoist_input_projection
+from jaxrnn._src.scan import default_unroll
 from jaxrnn._src.scan import fused_scan_layer
 from jaxrnn._src.scan import scan_layer
 from jaxrnn._src.types import Array
@@ -86,7 +87,7 @@ def run_stack(
       options = dict(
         reverse=direction == 1,
         hoist_input_projection=hoist,
-        unroll=config.unroll,
+        unroll=default_unroll() if config.unroll is None else config.unroll,
         checkpoint_every=config.checkpoint_every,
       )
       carry_row = jax.tree.map(operator.itemgetter(row), carry)

@@ -32,7 +32,7 @@ class LayerConfig:
   dropout: float = 0.0
   use_bias: bool = True
   proj_size: int = 0
-  unroll: int = 1
+  unroll: int | None = None
   remat: bool = False
   checkpoint_every: int = 0
   hoist_input_projection: bool | None = None
@@ -44,7 +44,8 @@ class LayerConfig:
     _check_int('hidden_size', self.hidden_size, 1)
     _check_int('num_layers', self.num_layers, 1)
     _check_int('proj_size', self.proj_size, 0)
-    _check_int('unroll', self.unroll, 1)
+    if self.unroll is not None:
+      _check_int('unroll', self.unroll, 1)
     _check_int('checkpoint_every', self.checkpoint_every, 0)
     if self.remat and self.checkpoint_every:
       raise ValueError(

@@ -53,7 +53,7 @@ class _RecurrentLayer(LayerFields, nn.Module):
   kernel_init: Initializer | None = None
   recurrent_kernel_init: Initializer | None = None
   bias_init: Initializer | None = None
-  unroll: int = 1
+  unroll: int | None = None
   remat: bool = False
   checkpoint_every: int = 0
   hoist_input_projection: bool | None = None
@@ -158,7 +158,9 @@ class RNN(_RecurrentLayer):
     param_dtype: dtype of the parameters.
     kernel_init, recurrent_kernel_init, bias_init: initializers of ``w_ih``,
       ``w_hh`` and the biases; ``None`` is PyTorch's ``U(-1/sqrt(H), 1/sqrt(H))``.
-    unroll: time steps per loop iteration.
+    unroll: time steps per loop iteration; ``None`` picks per backend (4 on
+      GPU, where it cut S1 forward+backward from 3.4 to 2.6 ms on an H200; 1
+      elsewhere).
     remat: recompute each step in the backward pass instead of storing it.
     checkpoint_every: if ``k > 0``, the backward pass stores the carry only
       every ``k`` steps and recomputes the steps in between: memory

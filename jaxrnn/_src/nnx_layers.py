@@ -54,7 +54,7 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     kernel_init: Initializer | None = None,
     recurrent_kernel_init: Initializer | None = None,
     bias_init: Initializer | None = None,
-    unroll: int = 1,
+    unroll: int | None = None,
     remat: bool = False,
     checkpoint_every: int = 0,
     hoist_input_projection: bool | None = None,
