@@ -234,7 +234,7 @@ def lstm_cell(params: CellParams, carry: LSTMState, x: Array) -> tuple[LSTMState
     >>> new_state.c  # all gates at sigmoid(0) = 0.5, g = tanh(0) = 0
     Array([0.5, 0.5], dtype=float32)
   """
-  return lstm_recurrence(params, carry, project_input(params, x))
+  return lstm_recurrence(params, LSTMState(*carry), project_input(params, x))
 
 
 def gru_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Array]:

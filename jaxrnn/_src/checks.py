@@ -88,6 +88,42 @@ def check_seq_lengths(
   return jnp.asarray(values, jnp.int32)
 
 
+def check_scan_args(carry, xs, seq_lengths) -> Array | None:
+  """Checks ``scan_layer``'s arguments on entry; returns ``seq_lengths`` as an int32 array or None.
+
+  ``xs: [T, *batch, F]``; every carry leaf and ``seq_lengths`` must have the batch shape.
+  Concrete lengths outside ``[0, T]`` raise; traced ones are used as given.
+  """
+  if not hasattr(xs, 'shape') or xs.ndim < 2:
+    raise ValueError(f'`xs` must have shape [T, *batch, F], got {getattr(xs, "shape", type(xs).__name__)}.')
+  batch_shape = tuple(xs.shape[1:-1])
+  for path, leaf in jax.tree_util.tree_leaves_with_path(carry):
+    shape = tuple(np.shape(leaf))
+    if shape[: len(batch_shape)] != batch_shape:
+      raise ValueError(
+        f'`carry{jax.tree_util.keystr(path)}` must have leading batch shape {batch_shape} of `xs` '
+        f'{tuple(xs.shape)} ([T, *batch, F]), got shape {shape}.'
+      )
+  if seq_lengths is None:
+    return None
+  if not hasattr(seq_lengths, 'dtype'):
+    seq_lengths = np.asarray(seq_lengths)
+  if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+    raise TypeError(f'`seq_lengths` must be integers, got dtype {seq_lengths.dtype}.')
+  if tuple(np.shape(seq_lengths)) != batch_shape:
+    raise ValueError(
+      f'`seq_lengths` must have shape {batch_shape}, the batch shape of `xs` {tuple(xs.shape)} '
+      f'([T, *batch, F]), got shape {tuple(np.shape(seq_lengths))}.'
+    )
+  if not isinstance(seq_lengths, jax.core.Tracer):
+    values = np.asarray(seq_lengths)
+    if values.size and (values.min() < 0 or values.max() > xs.shape[0]):
+      raise ValueError(
+        f'`seq_lengths` must lie in [0, T] = [0, {xs.shape[0]}], got values in [{values.min()}, {values.max()}].'
+      )
+  return jnp.asarray(seq_lengths)
+
+
 def _check_carry_array(name: str, value, shape, dtype, letters: str) -> Array:
   if not hasattr(value, 'shape') or not hasattr(value, 'dtype'):
     raise TypeError(f'`{name}` must be an array of shape {shape}, got {type(value).__name__}.')

@@ -149,10 +149,7 @@ def apply_layers(
 
   use_dropout = not deterministic and config.dropout > 0 and config.num_layers > 1
   if use_dropout and dropout_rng is None:
-    raise ValueError(
-      f'`dropout={config.dropout}` with deterministic=False needs a dropout rng '
-      "(linen: pass rngs={'dropout': key} to apply)."
-    )
+    raise ValueError(f'`dropout={config.dropout}` with deterministic=False needs `dropout_rng`.')
 
   batch_size = math.prod(batch_shape)
   xs = inputs.astype(dtype)

@@ -5,8 +5,36 @@ from __future__ import annotations
 import dataclasses
 import numbers
 
+import jax.numpy as jnp
+import numpy as np
+
 from jaxrnn._src.cells import CELL_KINDS
 from jaxrnn._src.cells import CellKind
+
+
+def check_bool(name: str, value, optional: bool = False) -> None:
+  """Raises unless ``value`` is a bool (or None when ``optional``): ``'False'`` is truthy."""
+  if (optional and value is None) or isinstance(value, (bool, np.bool_)):
+    return
+  expected = 'True, False or None' if optional else 'True or False'
+  raise TypeError(f'`{name}` must be {expected}, got {type(value).__name__} {value!r}.')
+
+
+def check_float_dtype(name: str, value, optional: bool = False) -> None:
+  """Raises unless ``value`` names a floating-point dtype (or is None when ``optional``).
+
+  An integer compute dtype would truncate the inputs and weights and return zeros.
+  """
+  if optional and value is None:
+    return
+  try:
+    dtype = jnp.dtype(value)
+  except TypeError:
+    raise TypeError(f'`{name}` must be a floating-point dtype such as jnp.float32, got {value!r}.') from None
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+      f'`{name}` must be a floating-point dtype such as jnp.float32 or jnp.bfloat16, got {dtype}.'
+    )
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -41,6 +69,10 @@ class LayerConfig:
   def __post_init__(self):
     if self.cell not in CELL_KINDS:
       raise ValueError(f'unknown cell {self.cell!r}; expected one of {sorted(CELL_KINDS)}.')
+    for name in ('bidirectional', 'time_major', 'use_bias', 'remat'):
+      check_bool(name, getattr(self, name))
+    for name in ('hoist_input_projection', 'fused_backward'):
+      check_bool(name, getattr(self, name), optional=True)
     _check_int('hidden_size', self.hidden_size, 1)
     _check_int('num_layers', self.num_layers, 1)
     _check_int('proj_size', self.proj_size, 0)

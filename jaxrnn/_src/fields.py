@@ -10,6 +10,7 @@ from jax.typing import DTypeLike
 
 from jaxrnn._src.compose import zeros_carry
 from jaxrnn._src.config import LayerConfig
+from jaxrnn._src.config import check_float_dtype
 from jaxrnn._src.types import Carry
 
 
@@ -39,6 +40,8 @@ class LayerFields:
   @property
   def config(self) -> LayerConfig:
     """The validated hyper-parameters shared with the functional core."""
+    check_float_dtype('dtype', self.dtype, optional=True)
+    check_float_dtype('param_dtype', self.param_dtype)
     cell = self.cell_family
     if cell == 'rnn':
       nonlinearity = self.nonlinearity

@@ -14,6 +14,7 @@ from flax import nnx
 from jaxrnn._src import linen_layers
 from jaxrnn._src.compose import apply_layers
 from jaxrnn._src.compose import step_layers
+from jaxrnn._src.config import check_bool
 from jaxrnn._src.fields import LayerFields
 from jaxrnn._src.init import weight_initializers
 from jaxrnn._src.types import Array
@@ -34,6 +35,13 @@ class _CellWeights(nnx.Module):
     return CellParams(
       **{name: getattr(self, name)[...] for name in CellParams._fields if hasattr(self, name)}
     )
+
+
+_NO_DROPOUT_STREAM = (
+  '`dropout={dropout}` between layers needs a dropout stream: build the layer with '
+  '`rngs=nnx.Rngs(0)` or `nnx.Rngs(params=0, dropout=1)`, or call it with '
+  '`deterministic=True` (or `module.eval()`).'
+)
 
 
 class _RecurrentLayer(LayerFields, nnx.Module):
@@ -79,15 +87,20 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     self.checkpoint_every = checkpoint_every
     self.hoist_input_projection = hoist_input_projection
     self.fused_backward = fused_backward
+    check_bool('deterministic', deterministic)
     self.deterministic = deterministic
     config = self.config  # validates the hyper-parameters
     initializers = weight_initializers(hidden_size, kernel_init, recurrent_kernel_init, bias_init)
     for row, name in enumerate(config.param_names):
       shapes = config.weight_shapes(row // config.num_directions, in_features)
       setattr(self, name, _CellWeights(shapes, initializers, param_dtype, rngs))
-    if dropout > 0 and num_layers > 1:
-      self.rngs = rngs['dropout'].fork()
-    else:
+    # A dropout stream whenever there is dropout between layers to draw, also at rate 0:
+    # `module.dropout = p` later works as for nnx.Dropout and PyTorch's `rnn.dropout = p`.
+    try:
+      self.rngs = rngs['dropout'].fork() if num_layers > 1 else nnx.data(None)
+    except KeyError:  # nnx.Rngs(params=...) alone: fine as long as no dropout is drawn
+      if dropout > 0:
+        raise ValueError(_NO_DROPOUT_STREAM.format(dropout=dropout)) from None
       self.rngs = nnx.data(None)
 
   def __call__(
@@ -116,7 +129,9 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     if deterministic is None:
       deterministic = self.deterministic
     rng = None
-    if not deterministic and self.rngs is not None:
+    if not deterministic and self.dropout > 0 and config.num_layers > 1:
+      if self.rngs is None:
+        raise ValueError(_NO_DROPOUT_STREAM.format(dropout=self.dropout))
       rng = self.rngs()
     params = [getattr(self, name)() for name in config.param_names]
     return apply_layers(

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._src import checks
 from jaxrnn._src.cells import CellKind
 from jaxrnn._src.cells import accumulation_dtype
 from jaxrnn._src.cells import matmul
@@ -122,6 +123,7 @@ def scan_layer(
     >>> h[:, 0]
     Array([2., 4.], dtype=float32)
   """
+  seq_lengths = checks.check_scan_args(carry, xs, seq_lengths)
   project = input_projection
   if project is not None and hoist_input_projection:
     xs = project(params, xs)
@@ -148,7 +150,8 @@ def scan_layer(
 
     def body(carry, inputs):
       t, x = inputs
-      return _masked(t < seq_lengths, step(carry, x), carry)
+      valid = t < seq_lengths
+      return _masked(valid, step(_zeros_unless(valid, carry), x), carry)
 
     return _scan_wide(body, carry, (ts, xs), reverse=reverse, unroll=unroll)
 
@@ -180,6 +183,17 @@ def _scan_stacked_as(step, carry, xs, encode, decode, encode_inputs=False, **opt
 
   carry, ys = jax.lax.scan(body, carry, jax.tree.map(encode, xs) if encode_inputs else xs, **options)
   return carry, jax.tree.map(decode, ys, out_dtypes[-1])
+
+
+def _zeros_unless(valid: Array, carry: Carry) -> Carry:
+  """Returns ``carry`` with zeros where ``valid`` (``[*batch]``) is False.
+
+  A padded step's result is discarded (:func:`_masked`), but its gradient is still
+  formed as ``0 * d(step)/d(carry)``: a NaN or inf in a carry that is never read
+  (the initial carry of a length-0 sequence) would turn that into NaN. Padded steps
+  therefore compute on zeros (the double-``where`` pattern).
+  """
+  return jax.tree.map(lambda c: jnp.where(_broadcast_to_leaf(valid, c), c, jnp.zeros_like(c)), carry)
 
 
 def _masked(valid: Array, new: tuple[Carry, Array], old: Carry) -> tuple[Carry, Array]:
@@ -255,10 +269,11 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int, maske
   def forward(params, carry, ts, xs, seq_lengths, residuals):
     def step(carry, inputs):
       t, x = inputs
-      gx = project_input(params, x) if in_step else x
-      gh = recurrent_sum(params, kind.hidden(carry))
-      args = (carry, gx + gh) if kind.additive else (carry, gx, gh)
       valid = t < seq_lengths
+      read = _zeros_unless(valid, carry) if masked else carry
+      gx = project_input(params, x) if in_step else x
+      gh = recurrent_sum(params, kind.hidden(read))
+      args = (read, gx + gh) if kind.additive else (read, gx, gh)
       new_carry, y = _masked(valid, kind.pointwise(*args), carry) if masked else kind.pointwise(*args)
       if not residuals:
         return new_carry, y
@@ -329,14 +344,15 @@ def _previous_hidden(ys: Array, h0: Array, ts: Array, seq_lengths: Array, revers
   """Returns the hidden state each step of the loop started from, ``[T, B, H]``, from its outputs.
 
   ``ys[t]`` is the hidden state after a valid step ``t`` (zeros after padding) and
-  ``h0`` the loop's initial one. Where a step is padding the result is arbitrary:
-  its gradient coefficients are zero.
+  ``h0`` the loop's initial one. Padded steps get zeros (their gradient coefficients
+  are zero, and ``0 * h0`` would be NaN for a NaN ``h0`` that is never read).
   """
+  valid = (ts[:, None] < seq_lengths)[..., None]
   if not reverse:
-    return jnp.concatenate([h0[None], ys])[:-1]
+    return jnp.where(valid, jnp.concatenate([h0[None], ys])[:-1], 0)
   # Reversed, step t starts from step t + 1's state, or from h0 when t + 1 is padding.
   after = jnp.concatenate([ys, h0[None]])[1:]
-  return jnp.where(((ts + 1)[:, None] < seq_lengths)[..., None], after, h0[None])
+  return jnp.where(valid, jnp.where(((ts + 1)[:, None] < seq_lengths)[..., None], after, h0[None]), 0)
 
 
 def _scan_bits(step, carry, xs, **options):
