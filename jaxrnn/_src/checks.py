@@ -40,6 +40,30 @@ def check_inputs(inputs, time_major: bool) -> tuple[Array, tuple[int, ...], int,
   return inputs, batch_shape, num_steps, inputs.shape[-1]
 
 
+def _as_array(value):
+  """Returns JAX arrays and tracers as they are, anything else (lists, PyTorch tensors) via NumPy."""
+  if isinstance(value, (jax.Array, np.ndarray, jax.core.Tracer)):
+    return value
+  if hasattr(value, 'detach'):  # a PyTorch tensor, possibly on a GPU
+    value = value.detach().cpu()
+  return np.asarray(value)
+
+
+def check_batch_shape(batch_shape, arg: str = 'batch_shape') -> tuple[int, ...]:
+  """Returns ``batch_shape`` as a tuple of non-negative ints, or raises naming ``arg``."""
+  if isinstance(batch_shape, (int, np.integer)) and not isinstance(batch_shape, bool):
+    raise TypeError(
+      f'`{arg}` must be a tuple of batch sizes such as ({batch_shape},), got the int {batch_shape}.'
+    )
+  try:
+    shape = tuple(batch_shape)
+  except TypeError:
+    raise TypeError(f'`{arg}` must be a tuple of batch sizes such as (B,), got {batch_shape!r}.') from None
+  if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in shape):
+    raise ValueError(f'`{arg}` must hold non-negative ints, got {shape}.')
+  return tuple(int(n) for n in shape)
+
+
 def check_features(in_features: int, expected: int, param_name: str, arg: str = 'inputs') -> None:
   if in_features != expected:
     raise ValueError(
@@ -63,8 +87,7 @@ def check_seq_lengths(
   """
   if seq_lengths is None:
     return None
-  if not hasattr(seq_lengths, 'dtype'):
-    seq_lengths = np.asarray(seq_lengths)
+  seq_lengths = _as_array(seq_lengths)
   if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
     raise TypeError(f'`seq_lengths` must be integers, got dtype {seq_lengths.dtype}.')
   shape = tuple(np.shape(seq_lengths))
@@ -106,8 +129,7 @@ def check_scan_args(carry, xs, seq_lengths) -> Array | None:
       )
   if seq_lengths is None:
     return None
-  if not hasattr(seq_lengths, 'dtype'):
-    seq_lengths = np.asarray(seq_lengths)
+  seq_lengths = _as_array(seq_lengths)
   if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
     raise TypeError(f'`seq_lengths` must be integers, got dtype {seq_lengths.dtype}.')
   if tuple(np.shape(seq_lengths)) != batch_shape:

@@ -8,6 +8,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
+from jaxrnn._src.checks import check_batch_shape
 from jaxrnn._src.compose import zeros_carry
 from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.config import check_float_dtype
@@ -35,7 +36,8 @@ class LayerFields:
       ``[L*D, *batch, H_out]`` zeros (``LSTMState`` with ``c: [L*D, *batch, H]``
       for LSTM).
     """
-    return zeros_carry(self.config, tuple(batch_shape), dtype)
+    check_float_dtype('dtype', dtype)
+    return zeros_carry(self.config, check_batch_shape(batch_shape), dtype)
 
   @property
   def config(self) -> LayerConfig:

@@ -24,6 +24,8 @@ def torch_uniform(hidden_size: int) -> Initializer:
     >>> bool(abs(w).max() <= 0.25)
     True
   """
+  if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+    raise ValueError(f'`hidden_size` must be a positive int (the bound is 1/sqrt(H)), got {hidden_size!r}.')
   bound = 1.0 / math.sqrt(hidden_size)
 
   def init(key, shape, dtype=jnp.float32):

@@ -9,6 +9,7 @@ from typing import Any
 from typing import ClassVar
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxrnn._src import linen_layers
@@ -70,6 +71,14 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     deterministic: bool = False,
     rngs: nnx.Rngs,
   ):
+    if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+      raise ValueError(
+        f'`in_features` (F, the last axis of the inputs) must be a positive int, got {in_features!r}.'
+      )
+    if not isinstance(rngs, nnx.Rngs):
+      raise TypeError(
+        f'`rngs` must be an nnx.Rngs (e.g. nnx.Rngs(0)) to draw the initial weights, got {type(rngs).__name__}.'
+      )
     self.in_features = in_features
     self.hidden_size = hidden_size
     self.num_layers = num_layers
@@ -280,12 +289,21 @@ def linen_to_nnx(
   module = nnx.eval_shape(
     lambda: twin(in_features, hidden_size, **fields, deterministic=deterministic, rngs=nnx.Rngs(0))
   )
-  for group in layer.config.param_names:
+  config = layer.config
+  for row, group in enumerate(config.param_names):
     weights = getattr(module, group)
-    if set(params[group]) != {n for n in CellParams._fields if hasattr(weights, n)}:
+    if group not in params or set(params[group]) != {n for n in CellParams._fields if hasattr(weights, n)}:
       raise ValueError(
-        f"variables['params'][{group!r}] has {sorted(params[group])}, not this layer's weights."
+        f"variables['params'][{group!r}] has {sorted(params.get(group, {}))}, not this layer's weights."
       )
+    expected = config.weight_shapes(row // config.num_directions, in_features)
+    for name, value in params[group].items():
+      if tuple(np.shape(value)) != expected[name]:
+        raise ValueError(
+          f"variables['params'][{group!r}][{name!r}] has shape {tuple(np.shape(value))}, but "
+          f'{type(layer).__name__}(hidden_size={config.hidden_size}) reading F={in_features} expects '
+          f'{expected[name]}.'
+        )
     for name, value in params[group].items():
       setattr(weights, name, nnx.Param(jnp.asarray(value)))
   if module.rngs is not None:  # eval_shape left an abstract stream: make a real one

@@ -150,12 +150,30 @@ def scan_layer(
 
     def body(carry, inputs):
       t, x = inputs
-      valid = t < seq_lengths
-      return _masked(valid, step(_zeros_unless(valid, carry), x), carry)
+      return _masked(t < seq_lengths, step(carry, x), carry)
 
     return _scan_wide(body, carry, (ts, xs), reverse=reverse, unroll=unroll)
 
-  return _in_chunks(run, carry, xs, checkpoint_every, reverse)
+  return _with_empty_sequences(
+    lambda carry: _in_chunks(run, carry, xs, checkpoint_every, reverse), carry, seq_lengths
+  )
+
+
+def _with_empty_sequences(loop, carry: Carry, seq_lengths: Array | None) -> tuple[Carry, Array]:
+  """Returns ``loop(carry)`` with the initial carry of length-0 sequences replaced by zeros
+  inside the loop and handed back unchanged as their final carry.
+
+  A padded step's result is discarded, but its gradient is still formed as
+  ``0 * d(step)/d(carry)``: a NaN or inf in a carry that is never read (the initial
+  carry of a length-0 sequence) would turn every parameter gradient into NaN. The
+  loop computes on zeros instead (the double-``where`` pattern), once per loop rather
+  than per step.
+  """
+  if seq_lengths is None:
+    return loop(carry)
+  empty = seq_lengths == 0
+  final, ys = loop(_zeros_where(empty, carry))
+  return jax.tree.map(lambda f, c: jnp.where(_broadcast_to_leaf(empty, f), c, f), final, carry), ys
 
 
 def _scan_wide(step, carry, xs, **options):
@@ -185,15 +203,9 @@ def _scan_stacked_as(step, carry, xs, encode, decode, encode_inputs=False, **opt
   return carry, jax.tree.map(decode, ys, out_dtypes[-1])
 
 
-def _zeros_unless(valid: Array, carry: Carry) -> Carry:
-  """Returns ``carry`` with zeros where ``valid`` (``[*batch]``) is False.
-
-  A padded step's result is discarded (:func:`_masked`), but its gradient is still
-  formed as ``0 * d(step)/d(carry)``: a NaN or inf in a carry that is never read
-  (the initial carry of a length-0 sequence) would turn that into NaN. Padded steps
-  therefore compute on zeros (the double-``where`` pattern).
-  """
-  return jax.tree.map(lambda c: jnp.where(_broadcast_to_leaf(valid, c), c, jnp.zeros_like(c)), carry)
+def _zeros_where(mask: Array, carry: Carry) -> Carry:
+  """Returns ``carry`` with zeros where ``mask`` (``[*batch]``) is True."""
+  return jax.tree.map(lambda c: jnp.where(_broadcast_to_leaf(mask, c), jnp.zeros_like(c), c), carry)
 
 
 def _masked(valid: Array, new: tuple[Carry, Array], old: Carry) -> tuple[Carry, Array]:
@@ -254,14 +266,19 @@ def fused_scan_layer(
     xs = project_input(params, xs)  # one large matmul, differentiated by JAX
     params = params._replace(w_ih=None, b_ih=None)
   num_steps = xs.shape[0]
+  given = seq_lengths
   # Without padding (no lengths, no padded last chunk) the loop skips the masks.
   masked = seq_lengths is not None or (0 < checkpoint_every < num_steps and num_steps % checkpoint_every)
   if seq_lengths is None:
     seq_lengths = jnp.full(xs.shape[1], num_steps)
   in_step = params.w_ih is not None
   loop = _fused_loop(kind, in_step, reverse, unroll, bool(masked))
-  return _in_chunks(
-    lambda carry, ts, xs: loop(params, carry, ts, xs, seq_lengths), carry, xs, checkpoint_every, reverse
+  return _with_empty_sequences(
+    lambda carry: _in_chunks(
+      lambda carry, ts, xs: loop(params, carry, ts, xs, seq_lengths), carry, xs, checkpoint_every, reverse
+    ),
+    carry,
+    given,
   )
 
 
@@ -269,11 +286,10 @@ def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int, maske
   def forward(params, carry, ts, xs, seq_lengths, residuals):
     def step(carry, inputs):
       t, x = inputs
-      valid = t < seq_lengths
-      read = _zeros_unless(valid, carry) if masked else carry
       gx = project_input(params, x) if in_step else x
-      gh = recurrent_sum(params, kind.hidden(read))
-      args = (read, gx + gh) if kind.additive else (read, gx, gh)
+      gh = recurrent_sum(params, kind.hidden(carry))
+      args = (carry, gx + gh) if kind.additive else (carry, gx, gh)
+      valid = t < seq_lengths
       new_carry, y = _masked(valid, kind.pointwise(*args), carry) if masked else kind.pointwise(*args)
       if not residuals:
         return new_carry, y
@@ -344,15 +360,14 @@ def _previous_hidden(ys: Array, h0: Array, ts: Array, seq_lengths: Array, revers
   """Returns the hidden state each step of the loop started from, ``[T, B, H]``, from its outputs.
 
   ``ys[t]`` is the hidden state after a valid step ``t`` (zeros after padding) and
-  ``h0`` the loop's initial one. Padded steps get zeros (their gradient coefficients
-  are zero, and ``0 * h0`` would be NaN for a NaN ``h0`` that is never read).
+  ``h0`` the loop's initial one. Where a step is padding the result is arbitrary:
+  its gradient coefficients are zero.
   """
-  valid = (ts[:, None] < seq_lengths)[..., None]
   if not reverse:
-    return jnp.where(valid, jnp.concatenate([h0[None], ys])[:-1], 0)
+    return jnp.concatenate([h0[None], ys])[:-1]
   # Reversed, step t starts from step t + 1's state, or from h0 when t + 1 is padding.
   after = jnp.concatenate([ys, h0[None]])[1:]
-  return jnp.where(valid, jnp.where(((ts + 1)[:, None] < seq_lengths)[..., None], after, h0[None]), 0)
+  return jnp.where(((ts + 1)[:, None] < seq_lengths)[..., None], after, h0[None])
 
 
 def _scan_bits(step, carry, xs, **options):
