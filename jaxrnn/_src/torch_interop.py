@@ -86,7 +86,9 @@ def params_from_state_dict(
       if key not in state_dict:
         raise KeyError(f'state_dict has no {key!r} (needed for params[{group!r}][{name!r}] {list(shape)}).')
       used.add(key)
-      value = np.asarray(state_dict[key])
+      # A copy: jnp.asarray may alias a NumPy buffer (zero-copy on CPU), and the arrays may be
+      # views of a torch module's parameters (`.numpy()`), which training updates in place.
+      value = np.array(state_dict[key], copy=True)
       transposed = _TORCH_NAMES[name][1]
       torch_shape = shape[::-1] if transposed else shape
       if value.shape != torch_shape:
@@ -177,6 +179,9 @@ def from_state_dict(
     dtype: parameter dtype (``float32``, ``float64`` or ``bfloat16``); ``None``
       keeps the arrays' dtype.
 
+  The variables hold copies: updating ``state_dict``'s arrays in place later
+  does not change them.
+
   Examples:
     >>> import numpy as np, jaxrnn
     >>> rng = np.random.default_rng(0)
@@ -232,7 +237,8 @@ def from_torch(module: Any) -> tuple[nn.Module, dict]:
   Every hyper-parameter carries over: ``num_layers``, ``bidirectional``,
   ``batch_first`` (as ``time_major = not batch_first``), ``bias``,
   ``nonlinearity``, ``proj_size``, ``dropout``; parameters keep their dtype
-  (float32, float64 or bfloat16).
+  (float32, float64 or bfloat16). The variables hold copies: training or
+  otherwise updating the module in place later does not change them.
 
   Examples:
     >>> import torch, jaxrnn
