@@ -1,12 +1,17 @@
 """Issue #15, nothing silently wrong: interop copies and checks, decoding and padding helpers."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_trees_equal
+from conftest import make_layer
+from conftest import random_variables
 
 from jaxrnn.interop import from_state_dict
 from jaxrnn.interop import from_torch
+from jaxrnn.interop import to_state_dict
+from jaxrnn.interop import to_torch
 
 torch = pytest.importorskip('torch')
 
@@ -35,3 +40,62 @@ def test_from_state_dict_variables_do_not_change_when_the_arrays_are_updated_in_
   for value in state_dict.values():
     value += 1.0
   assert_trees_equal(variables, before)
+
+
+# A2: variables that do not fit the layer raise instead of being dropped or half-read.
+
+
+MISFITS = {
+  # name: (layer fields, variables fields, message pattern)
+  'deeper variables': ({}, {'num_layers': 2}, r"`variables`.*num_layers=1.*extra \['l1'\]"),
+  'shallower variables': ({'num_layers': 2}, {}, r"`variables`.*num_layers=2.*missing \['l1'\]"),
+  'unidirectional variables': (
+    {'bidirectional': True},
+    {},
+    r"`variables`.*bidirectional=True.*missing \['l0_reverse'\]",
+  ),
+  'bidirectional variables': (
+    {},
+    {'bidirectional': True},
+    r"`variables`.*bidirectional=False.*extra \['l0_reverse'\]",
+  ),
+  'wrong hidden size': (
+    {'hidden_size': 5},
+    {},
+    r"params\['l0'\]\['w_ih'\] has shape \[3, 16\], expected \[3, 20\]",
+  ),
+  'unidirectional deeper variables': (
+    {'num_layers': 2, 'bidirectional': True},
+    {'num_layers': 2},
+    r"missing \['l0_reverse', 'l1_reverse'\]",
+  ),
+  'missing biases': ({}, {'use_bias': False}, r"params\['l0'\].*missing \['b_hh', 'b_ih'\]"),
+  'extra biases': ({'use_bias': False}, {}, r"params\['l0'\].*extra \['b_hh', 'b_ih'\]"),
+  'extra projection': ({}, {'proj_size': 2}, r"params\['l0'\].*extra \['w_hr'\]"),
+}
+
+
+@pytest.mark.parametrize('misfit', list(MISFITS))
+@pytest.mark.parametrize('convert', [to_state_dict, to_torch])
+def test_variables_that_do_not_fit_the_layer_raise(rng, misfit, convert):
+  layer_fields, variables_fields, pattern = MISFITS[misfit]
+  layer = make_layer('lstm', **{'hidden_size': H, **layer_fields})
+  variables = random_variables(make_layer('lstm', **{'hidden_size': H, **variables_fields}), F, rng)
+  with pytest.raises(ValueError, match=pattern):
+    convert(layer, variables)
+
+
+def test_a_wrong_shaped_deeper_weight_raises_with_both_shapes(rng):
+  layer = make_layer('gru', hidden_size=H, num_layers=2)
+  variables = random_variables(layer, F, rng)
+  variables['params']['l1']['w_ih'] = jnp.zeros((H + 1, 3 * H))
+  with pytest.raises(ValueError, match=r"params\['l1'\]\['w_ih'\] has shape \[5, 12\], expected \[4, 12\]"):
+    to_state_dict(layer, variables)
+
+
+def test_fitting_variables_and_gradients_still_convert(rng):
+  layer = make_layer('lstm_proj', hidden_size=H, num_layers=2, bidirectional=True)
+  variables = random_variables(layer, F, rng)
+  grads = jax.tree.map(jnp.ones_like, variables['params'])  # the params dict itself, no 'params' key
+  assert set(to_state_dict(layer, variables)) == set(to_state_dict(layer, grads))
+  assert to_torch(layer, variables).weight_hr_l1_reverse.shape == (3, H)

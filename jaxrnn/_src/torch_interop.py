@@ -103,6 +103,40 @@ def params_from_state_dict(
   return params
 
 
+def _check_params(config: LayerConfig, params: Mapping[str, Any]) -> None:
+  """Raises ValueError unless ``params`` has exactly the groups, names and shapes ``config`` uses."""
+  layout = f'num_layers={config.num_layers}, bidirectional={config.bidirectional}'
+  expected = config.param_names
+  missing = [group for group in expected if group not in params]
+  extra = sorted(set(params) - set(expected))
+  if missing or extra:
+    raise ValueError(
+      f'`variables` do not fit the layer ({layout}): expected parameter groups {expected}, '
+      f'got {sorted(params)} (missing {missing}, extra {extra}).'
+    )
+  first = params[expected[0]]
+  # F is read off layer 0; None (shown as 'F') makes a w_ih of the wrong rank fail below.
+  in_features = np.shape(first['w_ih'])[0] if 'w_ih' in first and np.ndim(first['w_ih']) == 2 else None
+  for row, group in enumerate(expected):
+    shapes = config.weight_shapes(row // config.num_directions, in_features)
+    missing = sorted(set(shapes) - set(params[group]))
+    extra = sorted(set(params[group]) - set(shapes))
+    if missing or extra:
+      raise ValueError(
+        f'`variables`: params[{group!r}] does not fit the layer (use_bias={config.use_bias}, '
+        f'proj_size={config.proj_size}): expected {sorted(shapes)}, got {sorted(params[group])} '
+        f'(missing {missing}, extra {extra}).'
+      )
+    for name, shape in shapes.items():
+      actual = np.shape(params[group][name])
+      if actual != shape:
+        raise ValueError(
+          f'`variables`: params[{group!r}][{name!r}] has shape {list(actual)}, expected '
+          f'{["F" if n is None else n for n in shape]} for this layer ({layout}, '
+          f'hidden_size={config.hidden_size}, proj_size={config.proj_size}).'
+        )
+
+
 def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Returns PyTorch's ``state_dict`` of ``layer`` as NumPy arrays (no torch needed).
 
@@ -110,6 +144,13 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
     layer: a ``jaxrnn.RNN``/``LSTM``/``GRU``.
     variables: ``{'params': ...}`` or the ``params`` dict itself, or any pytree
       shaped like them (e.g. gradients).
+
+  Raises:
+    ValueError: ``variables`` do not fit ``layer``: a parameter group is missing
+      or extra (variables of a deeper or shallower stack, or of the other number
+      of directions), a group lacks or has an extra weight (``use_bias``,
+      ``proj_size``), or a weight has the wrong shape; the message names them and
+      the expected and actual shapes.
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
@@ -123,6 +164,7 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
   """
   params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
   config = layer.config
+  _check_params(config, params)
   state_dict = {}
   for group in config.param_names:
     for name in _TORCH_NAMES:
@@ -282,6 +324,11 @@ def to_torch(layer: nn.Module, variables: Mapping[str, Any]) -> Any:
   ``variables`` may be any pytree shaped like the parameters, e.g. gradients:
   ``to_torch(layer, grads).weight_ih_l0`` is then the gradient by PyTorch's name.
   The module's dtype is that of the arrays.
+
+  Raises:
+    ValueError: ``variables`` do not fit ``layer`` (see
+      [`to_state_dict`][jaxrnn.interop.to_state_dict]).
+    TypeError: the parameters are not float32, float64 or bfloat16.
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
