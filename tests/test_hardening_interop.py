@@ -8,6 +8,7 @@ from conftest import assert_trees_equal
 from conftest import make_layer
 from conftest import random_variables
 
+import jaxrnn
 from jaxrnn.interop import from_state_dict
 from jaxrnn.interop import from_torch
 from jaxrnn.interop import to_state_dict
@@ -99,3 +100,58 @@ def test_fitting_variables_and_gradients_still_convert(rng):
   grads = jax.tree.map(jnp.ones_like, variables['params'])  # the params dict itself, no 'params' key
   assert set(to_state_dict(layer, variables)) == set(to_state_dict(layer, grads))
   assert to_torch(layer, variables).weight_hr_l1_reverse.shape == (3, H)
+
+
+# A5: generate never samples with a made-up key, and rejects impossible arguments.
+
+
+def count_up(carry, tokens):  # logits favour token + 1
+  return jax.nn.one_hot(tokens + 1, 10) * 5.0, carry + 1
+
+
+FIRST = jnp.array([0, 4])
+
+
+def test_sampling_without_a_key_raises():
+  with pytest.raises(ValueError, match=r'`key`.*temperature=1\.0'):
+    jaxrnn.generate(count_up, 0, FIRST, 3, temperature=1.0)
+
+
+def test_sampling_without_a_key_raises_when_the_temperature_is_traced():
+  with pytest.raises(ValueError, match=r'`key`.*`temperature` is traced'):
+    jax.jit(lambda t: jaxrnn.generate(count_up, 0, FIRST, 3, temperature=t))(1.0)
+
+
+def test_negative_temperature_raises():
+  with pytest.raises(ValueError, match=r'`temperature`.*>= 0.*-0\.5'):
+    jaxrnn.generate(count_up, 0, FIRST, 3, jax.random.key(0), temperature=-0.5)
+
+
+def test_greedy_decoding_needs_no_key():
+  tokens, _ = jaxrnn.generate(count_up, 0, FIRST, 3, temperature=0)
+  np.testing.assert_array_equal(tokens, [[1, 2, 3], [5, 6, 7]])
+
+
+@pytest.mark.parametrize(
+  'num_steps,error,pattern',
+  [
+    (2.5, TypeError, r'`num_steps`.*int.*float 2\.5'),
+    ('3', TypeError, r'`num_steps`.*int.*str'),
+    (True, TypeError, r'`num_steps`.*int.*bool'),
+    (-1, ValueError, r'`num_steps`.*>= 0.*-1'),
+  ],
+)
+def test_bad_num_steps_raise(num_steps, error, pattern):
+  with pytest.raises(error, match=pattern):
+    jaxrnn.generate(count_up, 0, FIRST, num_steps)
+
+
+def test_traced_num_steps_raise():
+  with pytest.raises(TypeError, match=r'`num_steps`.*static'):
+    jax.jit(lambda n: jaxrnn.generate(count_up, 0, FIRST, n))(3)
+
+
+@pytest.mark.parametrize('num_steps', [np.int64(3), 0])
+def test_numpy_and_zero_num_steps_work(num_steps):
+  tokens, steps = jaxrnn.generate(count_up, 0, FIRST, num_steps)
+  assert tokens.shape == (2, int(num_steps)) and int(steps) == int(num_steps)
