@@ -155,3 +155,35 @@ def test_traced_num_steps_raise():
 def test_numpy_and_zero_num_steps_work(num_steps):
   tokens, steps = jaxrnn.generate(count_up, 0, FIRST, num_steps)
   assert tokens.shape == (2, int(num_steps)) and int(steps) == int(num_steps)
+
+
+# A6: lengths past T and non-prefix masks raise when concrete, and are documented under jit.
+
+X = jnp.array([[1, 2, 3], [4, 5, 6]])
+
+
+@pytest.mark.parametrize('lengths,value', [([4, 1], 4), ([-1, 1], -1)])
+def test_reverse_padded_rejects_concrete_lengths_outside_0_t(lengths, value):
+  with pytest.raises(ValueError, match=rf'`seq_lengths`.*\[0, 3\].*{value}'):
+    jaxrnn.reverse_padded(X, np.array(lengths))
+
+
+def test_reverse_padded_rejects_lengths_of_the_wrong_batch_shape():
+  with pytest.raises(ValueError, match=r'`seq_lengths`.*\(2,\).*`x` \(2, 3\).*\(3,\)'):
+    jaxrnn.reverse_padded(X, np.array([1, 2, 3]))
+
+
+def test_reverse_padded_clips_traced_lengths_to_0_t():
+  got = jax.jit(jaxrnn.reverse_padded)(X, jnp.array([4, -1]))
+  np.testing.assert_array_equal(got, [[3, 2, 1], [4, 5, 6]])
+
+
+def test_mask_to_lengths_rejects_a_concrete_non_prefix_mask():
+  mask = np.array([[[1, 1, 0], [1, 0, 0]], [[1, 1, 1], [0, 1, 1]]], bool)
+  with pytest.raises(ValueError, match=r'`mask`.*prefix.*row \(1, 1\).*\[False, True, True\]'):
+    jaxrnn.mask_to_lengths(mask)
+
+
+def test_mask_to_lengths_under_jit_counts_the_leading_valid_steps():
+  mask = jnp.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]], bool)
+  np.testing.assert_array_equal(jax.jit(jaxrnn.mask_to_lengths)(mask), [2, 0, 1])
