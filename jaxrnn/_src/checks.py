@@ -79,11 +79,20 @@ def _other_layout_batch(inputs_shape, time_major: bool) -> tuple[int, ...]:
 
 
 def check_seq_lengths(
-  seq_lengths, batch_shape, num_steps: int, inputs_shape, time_major: bool
+  seq_lengths,
+  batch_shape,
+  num_steps: int,
+  inputs_shape,
+  time_major: bool,
+  *,
+  arg: str = 'inputs',
+  layout: str | None = None,
 ) -> Array | None:
   """Returns ``seq_lengths`` as int32 ``[*batch]``, clipped to ``[0, T]`` if traced.
 
-  Concrete lengths outside ``[0, T]`` raise instead of being clipped.
+  Concrete lengths outside ``[0, T]`` raise instead of being clipped. ``arg``
+  names the sequences in error messages and ``layout``, if given, describes
+  their layout instead of ``time_major``.
   """
   if seq_lengths is None:
     return None
@@ -93,11 +102,11 @@ def check_seq_lengths(
   shape = tuple(np.shape(seq_lengths))
   if shape != tuple(batch_shape):
     hint = ''
-    if shape == _other_layout_batch(inputs_shape, time_major):
+    if layout is None and shape == _other_layout_batch(inputs_shape, time_major):
       hint = f' It matches the other layout: did you mean time_major={not time_major}?'
     raise ValueError(
-      f'`seq_lengths` must have the batch shape {tuple(batch_shape)} of `inputs` '
-      f'{tuple(inputs_shape)} laid out as {_layout(time_major)}, got shape {shape}.{hint}'
+      f'`seq_lengths` must have the batch shape {tuple(batch_shape)} of `{arg}` '
+      f'{tuple(inputs_shape)} laid out as {layout or _layout(time_major)}, got shape {shape}.{hint}'
     )
   if isinstance(seq_lengths, jax.core.Tracer):
     return jnp.clip(seq_lengths, 0, num_steps).astype(jnp.int32)
@@ -105,8 +114,8 @@ def check_seq_lengths(
   if values.size and (values.min() < 0 or values.max() > num_steps):
     raise ValueError(
       f'`seq_lengths` must lie in [0, T] = [0, {num_steps}], got values in '
-      f'[{values.min()}, {values.max()}] (inputs {tuple(inputs_shape)} laid out as '
-      f'{_layout(time_major)}).'
+      f'[{values.min()}, {values.max()}] ({arg} {tuple(inputs_shape)} laid out as '
+      f'{layout or _layout(time_major)}).'
     )
   return jnp.asarray(values, jnp.int32)
 

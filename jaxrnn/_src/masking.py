@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
+from jaxrnn._src.checks import check_seq_lengths
 from jaxrnn._src.types import Array
 
 
@@ -38,16 +40,35 @@ def lengths_to_mask(seq_lengths: Array, max_length: int) -> Array:
 def mask_to_lengths(mask: Array) -> Array:
   """Returns ``seq_lengths: [*batch]`` (int32) from a right-padded mask ``[*batch, T]``.
 
-  The mask must be a prefix mask (True then False); the count of True values is
-  returned as the length.
+  The mask must be a prefix mask (True then False on each row). A traced mask
+  (under jit) cannot be checked: each length is then that of the row's leading
+  run of True values, so a step the mask marks as padding is never read as data
+  (a left-padded row ``[0, 1, 1]`` gives 0).
+
+  Raises:
+    ValueError: a concrete ``mask`` has a row that is not a prefix mask (left
+      padding or a gap), naming the row and its values.
 
   Examples:
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> from jaxrnn import mask_to_lengths
     >>> mask_to_lengths(jnp.array([[1, 1, 0], [1, 1, 1]], dtype=bool))
     Array([2, 3], dtype=int32)
+    >>> jax.jit(mask_to_lengths)(jnp.array([[1, 0, 1], [0, 1, 1]], dtype=bool))  # leading runs
+    Array([1, 0], dtype=int32)
   """
-  return jnp.sum(jnp.asarray(mask), axis=-1, dtype=jnp.int32)
+  valid = jnp.asarray(mask, bool)
+  lengths = jnp.sum(jnp.cumprod(valid, axis=-1, dtype=jnp.int32), axis=-1, dtype=jnp.int32)
+  if not isinstance(valid, jax.core.Tracer):
+    values = np.asarray(valid)
+    bad = np.argwhere(values.sum(axis=-1) != np.asarray(lengths))
+    if bad.size:
+      row = tuple(bad[0].tolist())
+      raise ValueError(
+        f'`mask` {values.shape} must be a prefix mask [*batch, T] (True then False on each row), '
+        f'got row {row} = {values[row].tolist()}: its padding would be read as data.'
+      )
+  return lengths
 
 
 def reverse_padded(x: Array, seq_lengths: Array | None, *, time_axis: int = 1) -> Array:
@@ -59,27 +80,46 @@ def reverse_padded(x: Array, seq_lengths: Array | None, *, time_axis: int = 1) -
   Args:
     x: ``[*batch, T, ...]`` (``time_axis=len(batch)``); the default
       ``time_axis=1`` is ``[B, T, ...]``; use ``time_axis=0`` for ``[T, B, ...]``.
-    seq_lengths: integers ``[*batch]``, or ``None`` for full length (plain flip).
+    seq_lengths: integers ``[*batch]`` in ``[0, T]``, or ``None`` for full
+      length (plain flip). Traced lengths (under jit) are clipped to ``[0, T]``,
+      as the layers do.
+
+  Raises:
+    TypeError: ``seq_lengths`` are not integers.
+    ValueError: ``seq_lengths`` do not have the batch shape of ``x``, or
+      concrete ``seq_lengths`` lie outside ``[0, T]``.
 
   Examples:
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> from jaxrnn import reverse_padded
     >>> x = jnp.array([[1, 2, 3, 0], [1, 2, 3, 4]])
     >>> reverse_padded(x, jnp.array([3, 4]))
     Array([[3, 2, 1, 0],
            [4, 3, 2, 1]], dtype=int32)
+    >>> jax.jit(reverse_padded)(x, jnp.array([5, -1]))  # traced: clipped to 4 and 0
+    Array([[0, 3, 2, 1],
+           [1, 2, 3, 4]], dtype=int32)
   """
   x = jnp.asarray(x)
   time_axis = time_axis % x.ndim
   num_steps = x.shape[time_axis]
   if seq_lengths is None:
     return jnp.flip(x, axis=time_axis)
-  seq_lengths = jnp.asarray(seq_lengths)
+  batch_ndim = np.ndim(seq_lengths)
+  moved = jnp.moveaxis(x, time_axis, batch_ndim)  # [*batch, T, ...]
+  seq_lengths = check_seq_lengths(
+    seq_lengths,
+    moved.shape[:batch_ndim],
+    num_steps,
+    x.shape,
+    time_major=False,
+    arg='x',
+    layout=f'[*batch, ...] with T on axis {time_axis}',
+  )
   t = jnp.arange(num_steps)
   # index[..., t] for batch axes first: [*batch, T]
   lengths = seq_lengths[..., None]
   index = jnp.where(t < lengths, lengths - 1 - t, t)
-  moved = jnp.moveaxis(x, time_axis, seq_lengths.ndim)  # [*batch, T, ...]
   index = index.reshape(index.shape + (1,) * (moved.ndim - index.ndim))
   out = jnp.take_along_axis(moved, index, axis=seq_lengths.ndim)
   return jnp.moveaxis(out, seq_lengths.ndim, time_axis)

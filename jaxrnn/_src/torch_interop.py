@@ -86,7 +86,9 @@ def params_from_state_dict(
       if key not in state_dict:
         raise KeyError(f'state_dict has no {key!r} (needed for params[{group!r}][{name!r}] {list(shape)}).')
       used.add(key)
-      value = np.asarray(state_dict[key])
+      # A copy: jnp.asarray may alias a NumPy buffer (zero-copy on CPU), and the arrays may be
+      # views of a torch module's parameters (`.numpy()`), which training updates in place.
+      value = np.array(state_dict[key], copy=True)
       transposed = _TORCH_NAMES[name][1]
       torch_shape = shape[::-1] if transposed else shape
       if value.shape != torch_shape:
@@ -101,6 +103,40 @@ def params_from_state_dict(
   return params
 
 
+def _check_params(config: LayerConfig, params: Mapping[str, Any]) -> None:
+  """Raises ValueError unless ``params`` has exactly the groups, names and shapes ``config`` uses."""
+  layout = f'num_layers={config.num_layers}, bidirectional={config.bidirectional}'
+  expected = config.param_names
+  missing = [group for group in expected if group not in params]
+  extra = sorted(set(params) - set(expected))
+  if missing or extra:
+    raise ValueError(
+      f'`variables` do not fit the layer ({layout}): expected parameter groups {expected}, '
+      f'got {sorted(params)} (missing {missing}, extra {extra}).'
+    )
+  first = params[expected[0]]
+  # F is read off layer 0; None (shown as 'F') makes a w_ih of the wrong rank fail below.
+  in_features = np.shape(first['w_ih'])[0] if 'w_ih' in first and np.ndim(first['w_ih']) == 2 else None
+  for row, group in enumerate(expected):
+    shapes = config.weight_shapes(row // config.num_directions, in_features)
+    missing = sorted(set(shapes) - set(params[group]))
+    extra = sorted(set(params[group]) - set(shapes))
+    if missing or extra:
+      raise ValueError(
+        f'`variables`: params[{group!r}] does not fit the layer (use_bias={config.use_bias}, '
+        f'proj_size={config.proj_size}): expected {sorted(shapes)}, got {sorted(params[group])} '
+        f'(missing {missing}, extra {extra}).'
+      )
+    for name, shape in shapes.items():
+      actual = np.shape(params[group][name])
+      if actual != shape:
+        raise ValueError(
+          f'`variables`: params[{group!r}][{name!r}] has shape {list(actual)}, expected '
+          f'{["F" if n is None else n for n in shape]} for this layer ({layout}, '
+          f'hidden_size={config.hidden_size}, proj_size={config.proj_size}).'
+        )
+
+
 def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Returns PyTorch's ``state_dict`` of ``layer`` as NumPy arrays (no torch needed).
 
@@ -108,6 +144,13 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
     layer: a ``jaxrnn.RNN``/``LSTM``/``GRU``.
     variables: ``{'params': ...}`` or the ``params`` dict itself, or any pytree
       shaped like them (e.g. gradients).
+
+  Raises:
+    ValueError: ``variables`` do not fit ``layer``: a parameter group is missing
+      or extra (variables of a deeper or shallower stack, or of the other number
+      of directions), a group lacks or has an extra weight (``use_bias``,
+      ``proj_size``), or a weight has the wrong shape; the message names them and
+      the expected and actual shapes.
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
@@ -121,6 +164,7 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
   """
   params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
   config = layer.config
+  _check_params(config, params)
   state_dict = {}
   for group in config.param_names:
     for name in _TORCH_NAMES:
@@ -177,6 +221,9 @@ def from_state_dict(
     dtype: parameter dtype (``float32``, ``float64`` or ``bfloat16``); ``None``
       keeps the arrays' dtype.
 
+  The variables hold copies: updating ``state_dict``'s arrays in place later
+  does not change them.
+
   Examples:
     >>> import numpy as np, jaxrnn
     >>> rng = np.random.default_rng(0)
@@ -232,7 +279,8 @@ def from_torch(module: Any) -> tuple[nn.Module, dict]:
   Every hyper-parameter carries over: ``num_layers``, ``bidirectional``,
   ``batch_first`` (as ``time_major = not batch_first``), ``bias``,
   ``nonlinearity``, ``proj_size``, ``dropout``; parameters keep their dtype
-  (float32, float64 or bfloat16).
+  (float32, float64 or bfloat16). The variables hold copies: training or
+  otherwise updating the module in place later does not change them.
 
   Examples:
     >>> import torch, jaxrnn
@@ -276,6 +324,11 @@ def to_torch(layer: nn.Module, variables: Mapping[str, Any]) -> Any:
   ``variables`` may be any pytree shaped like the parameters, e.g. gradients:
   ``to_torch(layer, grads).weight_ih_l0`` is then the gradient by PyTorch's name.
   The module's dtype is that of the arrays.
+
+  Raises:
+    ValueError: ``variables`` do not fit ``layer`` (see
+      [`to_state_dict`][jaxrnn.interop.to_state_dict]).
+    TypeError: the parameters are not float32, float64 or bfloat16.
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
