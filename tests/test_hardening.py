@@ -210,5 +210,69 @@ def test_obscure_errors_name_the_argument():
   with pytest.raises(TypeError, match='`rngs` must be an nnx.Rngs'):
     jaxrnn.nnx.GRU(3, 4, rngs=None)
   other = jaxrnn.GRU(6).init(jax.random.key(0), x)  # another hidden size, same names
-  with pytest.raises(ValueError, match=r"\['l0'\]\['w_ih'\] has shape \(5, 18\), but GRU\(hidden_size=4\) .* expects \(5, 12\)"):
+  with pytest.raises(
+    ValueError, match=r"\['l0'\]\['w_ih'\] has shape \(5, 18\), but GRU\(hidden_size=4\) .* expects \(5, 12\)"
+  ):
     jaxrnn.interop.linen_to_nnx(layer, other)
+
+
+def test_forward_mode_through_the_fused_backward_names_the_option(rng):
+  """B: ``jax.jvp``/``jacfwd`` raised JAX's custom_vjp message, which names no option."""
+  layer = make_layer('gru', hidden_size=3)
+  x = jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float32)
+  variables = layer.init(jax.random.key(0), x)
+  f = lambda x: layer.apply(variables, x)[0]  # noqa: E731
+  with pytest.raises(TypeError, match='`fused_backward=False`'):
+    jax.jvp(f, (x,), (x,))
+  with pytest.raises(TypeError, match='`fused_backward=False`'):
+    jax.jacfwd(f)(x)
+
+
+def test_hessian_works_through_the_fused_backward(rng):
+  """B: the docs said ``jax.hessian`` needs ``fused_backward=False``; it is forward over reverse."""
+  layer = make_layer('lstm', hidden_size=2)
+  x = jnp.asarray(rng.normal(size=(1, 3, 2)), jnp.float32)
+  variables = layer.init(jax.random.key(0), x)
+
+  def hessian(layer):
+    return jax.hessian(lambda x: jnp.sum(layer.apply(variables, x)[0] ** 2))(x)
+
+  np.testing.assert_allclose(hessian(layer), hessian(layer.clone(fused_backward=False)), atol=1e-5)
+
+
+def test_generate_names_a_step_function_with_outputs_swapped():
+  """B: a step returning ``(carry, logits)`` failed with a scan carry-type error."""
+
+  def swapped(carry, tokens):
+    return carry + 1, jax.nn.one_hot(tokens + 1, 10)
+
+  with pytest.raises(TypeError, match=r'It looks like \(new_carry, logits\): return the logits first'):
+    jaxrnn.generate(swapped, jnp.zeros((2, 3)), jnp.array([0, 4]), 3)
+
+
+def test_from_state_dict_names_missing_and_wrong_rank_keys():
+  """B: a missing key raised KeyError; a wrong-rank one said ``hidden_size`` must be >= 1."""
+  import torch
+
+  state_dict = {k: v.detach().numpy() for k, v in torch.nn.LSTM(3, 4, num_layers=2).state_dict().items()}
+  missing = {k: v for k, v in state_dict.items() if k != 'weight_hh_l1'}
+  with pytest.raises(ValueError, match="state_dict has no 'weight_hh_l1'"):
+    jaxrnn.interop.from_state_dict(missing, 'LSTM')
+  wrong_rank = {**state_dict, 'weight_ih_l0': state_dict['weight_ih_l0'][None]}
+  with pytest.raises(
+    ValueError, match=r"state_dict\['weight_ih_l0'\] must have rank 2 .*got shape \[1, 16, 3\]"
+  ):
+    jaxrnn.interop.from_state_dict(wrong_rank, 'LSTM')
+
+
+def test_bfloat16_state_dicts_convert_exactly():
+  """B: a bfloat16 PyTorch state_dict failed with 'Got unsupported ScalarType BFloat16'."""
+  import torch
+
+  module = torch.nn.GRU(3, 4, bidirectional=True).to(torch.bfloat16)
+  layer, variables = jaxrnn.interop.from_state_dict(module.state_dict(), 'GRU')
+  w_ih = variables['params']['l0_reverse']['w_ih']
+  assert w_ih.dtype == jnp.bfloat16 and layer.bidirectional
+  np.testing.assert_array_equal(
+    np.asarray(w_ih, np.float32), module.weight_ih_l0_reverse.detach().float().numpy().T
+  )

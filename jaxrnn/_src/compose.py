@@ -21,6 +21,7 @@ from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.scan import default_hoist_input_projection
 from jaxrnn._src.scan import default_unroll
 from jaxrnn._src.scan import fused_scan_layer
+from jaxrnn._src.scan import refuse_forward_mode
 from jaxrnn._src.scan import scan_layer
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
@@ -152,6 +153,8 @@ def apply_layers(
   if use_dropout and dropout_rng is None:
     raise ValueError(f'`dropout={config.dropout}` with deterministic=False needs `dropout_rng`.')
 
+  if config.use_fused_backward:  # here, outside the jit below, forward mode is still visible
+    refuse_forward_mode(params, inputs, carry, initial_carry)
   return _run_checked(
     config, dtype, list(params), inputs, seq_lengths, carry, dropout_rng if use_dropout else None
   )

@@ -13,6 +13,36 @@ from jaxrnn._src.config import _check_int
 from jaxrnn._src.types import Array
 
 
+def _describe(tree) -> str:
+  return str(jax.tree.map(lambda a: f'{jnp.dtype(a.dtype).name}{list(np.shape(a))}', tree))
+
+
+def _check_step_output(out, carry, tokens):
+  """Returns ``(logits, new_carry)`` from ``step_fn``'s output, or raises naming what is wrong."""
+  expected = (
+    f'`step_fn(carry, tokens)` must return (logits [*batch, V] = {list(tokens.shape)} + [V], new_carry '
+    f'shaped like carry {_describe(carry)})'
+  )
+  if not isinstance(out, (tuple, list)) or len(out) != 2:
+    raise TypeError(f'{expected}, got {type(out).__name__}.')
+  logits, new_carry = out
+
+  def is_logits(a):
+    return hasattr(a, 'shape') and a.ndim == tokens.ndim + 1 and tuple(a.shape[:-1]) == tuple(tokens.shape)
+
+  def like_carry(tree):
+    return jax.tree.structure(tree) == jax.tree.structure(carry) and all(
+      np.shape(a) == np.shape(b) for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(carry), strict=True)
+    )
+
+  if is_logits(logits) and jnp.issubdtype(logits.dtype, jnp.floating) and like_carry(new_carry):
+    return logits, new_carry
+  hint = ''
+  if is_logits(new_carry) and like_carry(logits):
+    hint = ' It looks like (new_carry, logits): return the logits first, as `layer.step` returns (y, carry).'
+  raise TypeError(f'{expected}, got ({_describe(logits)}, {_describe(new_carry)}).{hint}')
+
+
 def generate(
   step_fn: Callable[[object, Array], tuple[Array, object]],
   carry: Any,
@@ -46,7 +76,9 @@ def generate(
     ``tokens: [*batch, num_steps]`` and the carry after the last step.
 
   Raises:
-    TypeError: ``num_steps`` is not an int (or is traced).
+    TypeError: ``num_steps`` is not an int (or is traced); ``step_fn`` does not
+      return ``(logits [*batch, V], new_carry)`` with ``new_carry`` shaped like
+      ``carry`` (e.g. the two in the other order).
     ValueError: ``num_steps < 0``; a concrete ``temperature < 0``; no ``key``
       while ``temperature > 0`` or traced.
 
@@ -87,7 +119,7 @@ def generate(
 
   def body(state, step_key):
     carry, tokens = state
-    logits, carry = step_fn(carry, tokens)
+    logits, carry = _check_step_output(step_fn(carry, tokens), carry, tokens)
     greedy = jnp.argmax(logits, axis=-1).astype(tokens.dtype)
     scaled = logits.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
     sampled = jax.random.categorical(step_key, scaled, axis=-1).astype(tokens.dtype)

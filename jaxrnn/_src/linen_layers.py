@@ -172,7 +172,8 @@ class RNN(_RecurrentLayer):
       weight gradients as one matmul over all steps; same values, faster).
       ``None`` (default) uses it wherever it applies (not with ``proj_size``
       or ``remat``). It has no forward-mode derivative: set ``False`` for
-      ``jax.jvp``/``jax.jacfwd``/``jax.hessian`` through the layer.
+      ``jax.jvp``/``jax.jacfwd`` through the layer (``jax.grad`` and
+      ``jax.hessian``, which differentiates a gradient, work either way).
     nonlinearity: ``'tanh'`` or ``'relu'``.
 
   Examples:

@@ -282,6 +282,26 @@ def fused_scan_layer(
   )
 
 
+def refuse_forward_mode(*trees) -> None:
+  """Raises a clear error under ``jax.jvp``/``jax.jacfwd``, which cannot go through a ``custom_vjp``.
+
+  JAX's own message ("can't apply forward-mode autodiff (jvp) to a custom_vjp
+  function") does not say which option to change. With direct linearization (the
+  default since jax 0.5), reverse mode reaches the loop as ``LinearizeTracer`` and
+  forward mode as ``JVPTracer``; ``jax.hessian`` (forward over reverse) is reverse
+  mode here and works. Without direct linearization the two cannot be told apart,
+  and JAX's message stands.
+  """
+  if not getattr(jax.config, 'jax_use_direct_linearize', False):
+    return
+  if any(type(leaf).__name__ == 'JVPTracer' for leaf in jax.tree.leaves(trees)):
+    raise TypeError(
+      'Forward-mode differentiation (jax.jvp, jax.jacfwd) cannot go through the fused backward pass '
+      '(a jax.custom_vjp): build the layer with `fused_backward=False`. Reverse mode (jax.grad, '
+      'jax.vjp) and jax.hessian work with either setting.'
+    )
+
+
 def _fused_loop(kind: CellKind, in_step: bool, reverse: bool, unroll: int, masked: bool):
   def forward(params, carry, ts, xs, seq_lengths, residuals):
     def step(carry, inputs):

@@ -73,7 +73,7 @@ def params_from_state_dict(
   """Returns ``params`` (nested dict of NumPy arrays) from a PyTorch-named mapping.
 
   Raises:
-    KeyError: a parameter is missing, naming it.
+    ValueError: a parameter is missing, naming it.
     ValueError: a parameter has the wrong shape (naming it and both shapes), or
       the mapping holds a key this configuration does not use.
   """
@@ -84,7 +84,10 @@ def params_from_state_dict(
     for name, shape in shapes.items():
       key = torch_name(group, name)
       if key not in state_dict:
-        raise KeyError(f'state_dict has no {key!r} (needed for params[{group!r}][{name!r}] {list(shape)}).')
+        raise ValueError(
+          f'state_dict has no {key!r} (needed for params[{group!r}][{name!r}] {list(shape)}); '
+          f'it has {sorted(state_dict)}.'
+        )
       used.add(key)
       # A copy: jnp.asarray may alias a NumPy buffer (zero-copy on CPU), and the arrays may be
       # views of a torch module's parameters (`.numpy()`), which training updates in place.
@@ -174,9 +177,27 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
   return state_dict
 
 
+def _as_numpy(value) -> np.ndarray:
+  """A state_dict value as NumPy, PyTorch tensors included (bfloat16 ones through float32, exactly)."""
+  if hasattr(value, 'detach'):
+    value = value.detach().cpu()
+    if str(value.dtype) == 'torch.bfloat16':  # NumPy has no bfloat16: widen, then narrow back exactly
+      return value.float().numpy().astype(jnp.bfloat16)
+  return np.asarray(value)
+
+
 def _infer_hyperparameters(state_dict: Mapping[str, Any], mode: str) -> dict:
   if 'weight_ih_l0' not in state_dict:
-    raise KeyError("state_dict has no 'weight_ih_l0': is it the state_dict of an nn.RNN/LSTM/GRU?")
+    raise ValueError(
+      f"state_dict has no 'weight_ih_l0': is it the state_dict of an nn.RNN/LSTM/GRU? It has {sorted(state_dict)}."
+    )
+  for key, value in state_dict.items():
+    rank = 2 if key.startswith('weight_') else 1
+    if np.ndim(value) != rank:
+      raise ValueError(
+        f'state_dict[{key!r}] must have rank {rank} ({"[rows, columns]" if rank == 2 else "[G*H]"}), '
+        f'got shape {list(np.shape(value))}.'
+      )
   layers = {int(m.group(1)) for k in state_dict if (m := re.fullmatch(r'weight_ih_l(\d+)(_reverse)?', k))}
   gates = _MODES[mode][2]
   return {
@@ -206,7 +227,8 @@ def from_state_dict(
   """Returns ``(layer, variables)`` from a PyTorch ``state_dict`` of NumPy arrays (no torch needed).
 
   Args:
-    state_dict: PyTorch parameter names -> arrays (``weight_ih_l0`` etc.).
+    state_dict: PyTorch parameter names -> arrays (``weight_ih_l0`` etc.):
+      NumPy arrays or PyTorch tensors, bfloat16 ones included.
     mode: PyTorch's ``module.mode``: ``'LSTM'``, ``'GRU'``, ``'RNN_TANH'`` or ``'RNN_RELU'``.
     batch_first: PyTorch's flag; the layer gets ``time_major = not batch_first``
       (PyTorch's default is time-major).
@@ -235,6 +257,7 @@ def from_state_dict(
   """
   if mode not in _MODES:
     raise ValueError(f'`mode` must be one of {sorted(_MODES)} (PyTorch RNNBase.mode), got {mode!r}.')
+  state_dict = {key: _as_numpy(value) for key, value in state_dict.items()}
   inferred = _infer_hyperparameters(state_dict, mode)
   given = {
     'input_size': input_size,
