@@ -1,0 +1,30 @@
+"""The GPU suite's code runs on the CPU too (``--allow-cpu``, tiny shapes), so it cannot rot in CI,
+where no GPU is lent: every smoke check and every candidate builder is exercised."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_gpu_suite_runs_on_cpu(tmp_path):
+  pytest.importorskip('torch')
+  command = [sys.executable, '-m', 'benchmarks.gpu', '--allow-cpu', '--quick', '--shapes', 'S1,S4-gru']
+  result = subprocess.run(
+    command + ['--runs', '1', '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900
+  )
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  (report,) = tmp_path.glob('gpu-*.json')
+  report = json.loads(report.read_text())
+  own = [check for check in report['smoke'] if not check['peer']]
+  assert own and all(check['ok'] for check in own), own
+  rows = report['results']['S1']
+  assert rows['jaxrnn']['fwdbwd_ms'] > 0 and rows['torch']['fwdbwd_ms'] > 0 and rows['flax']['fwdbwd_ms'] > 0
+  assert 'error' in rows['jax.experimental.rnn']  # cuDNN only: recorded as an error on the CPU, not fatal
+  assert (tmp_path / next(tmp_path.glob('gpu-*.md')).name).read_text().startswith('date ')
