@@ -7,7 +7,6 @@ The Flax layers (linen and NNX) only declare parameters and call
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -155,20 +154,14 @@ def apply_layers(
 
   if config.use_fused_backward:  # here, outside the jit below, forward mode is still visible
     refuse_forward_mode(params, inputs, carry, initial_carry)
-  return _run_checked(
-    config, dtype, list(params), inputs, seq_lengths, carry, dropout_rng if use_dropout else None
-  )
+  args = (config, dtype, list(params), inputs, seq_lengths, carry, dropout_rng if use_dropout else None)
+  if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args[2:])):
+    return _run_checked(*args)  # traced (jit, grad, vmap): part of the caller's program
+  return _run_checked_eagerly(*args)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _run_checked(config, dtype, params, inputs, seq_lengths, carry, dropout_rng):
-  """The part of :func:`apply_layers` after its checks, compiled once per configuration.
-
-  Called eagerly (a notebook), each layer call used to trace and compile its loops
-  anew: 1.9-2.4 s for a small 2-layer bidirectional LSTM, every time. As a jitted
-  function keyed on the (hashable) config and dtype, a repeated eager call with the
-  same shapes compiles nothing; under an outer ``jit`` it is simply inlined.
-  """
+  """The part of :func:`apply_layers` after its checks."""
   if config.time_major:
     num_steps, batch_shape = inputs.shape[0], inputs.shape[1:-1]
   else:
@@ -200,6 +193,14 @@ def _run_checked(config, dtype, params, inputs, seq_lengths, carry, dropout_rng)
     lambda leaf: leaf.reshape(leaf.shape[0], *batch_shape, leaf.shape[-1]), final_carry
   )
   return outputs, final_carry
+
+
+# Called eagerly (a notebook), each layer call traced and compiled its loops anew: 1.9-2.4 s
+# for a small 2-layer bidirectional LSTM, every time. Keyed on the (hashable) config and
+# dtype, a repeated eager call compiles nothing. Only for concrete arguments: a jit boundary
+# inside a differentiated program made the residuals of `checkpoint_every` 5x larger
+# (4.1 -> 20.1 MiB in docs/guide/performance.md's example).
+_run_checked_eagerly = jax.jit(_run_checked, static_argnums=(0, 1))
 
 
 def step_layers(
