@@ -131,8 +131,13 @@ class _RecurrentLayer(LayerFields, nnx.Module):
         ``module.eval()`` (True).
 
     Returns:
-      ``outputs: [*batch, T, D*H_out]`` (time-major ``[T, *batch, D*H_out]``)
-      and ``final_carry: [L*D, *batch, H_out]`` (``LSTMState(h, c)`` for LSTM).
+      outputs: the last layer's output at every step, ``[*batch, T, D*H_out]``
+        (time-major ``[T, *batch, D*H_out]``), forward half first; exact zeros
+        at ``t >= seq_lengths``.
+      final_carry: the state of every layer and direction after its last valid
+        step, ``[L*D, *batch, H_out]``, row ``layer*D + direction``. For LSTM an
+        [`LSTMState`][jaxrnn.LSTMState] ``(h, c)`` with ``c: [L*D, *batch, H]``,
+        which unpacks like PyTorch's ``(h_n, c_n)``.
     """
     config = self.config
     if deterministic is None:
@@ -159,10 +164,13 @@ class _RecurrentLayer(LayerFields, nnx.Module):
 
     Args:
       x_t: ``[*batch, F]``, one step of input.
-      carry: ``[L, *batch, H_out]`` (``LSTMState`` for LSTM); ``None`` means zeros.
+      carry: ``[L, *batch, H_out]`` (``LSTMState`` for LSTM), e.g. a sequence
+        call's ``final_carry`` or ``module.initial_carry(batch_shape)``;
+        ``None`` means zeros.
 
     Returns:
-      ``y_t: [*batch, H_out]``, the last layer's output, and the new carry.
+      y_t: ``[*batch, H_out]``, the last layer's output at this step.
+      new_carry: the state after this step, shaped like ``carry``.
     """
     params = [getattr(self, name)() for name in self.config.param_names]
     return step_layers(self.config, params, x_t, carry, dtype=self.dtype)
@@ -313,6 +321,12 @@ def linen_to_nnx(
 
 def nnx_to_linen(module: _RecurrentLayer) -> tuple[linen_layers.nn.Module, dict]:
   """Returns ``(layer, variables)``: the linen twin of an NNX layer, with its parameters.
+
+  Returns:
+    layer: the [`jaxrnn.RNN`][jaxrnn.RNN], [`LSTM`][jaxrnn.LSTM] or
+      [`GRU`][jaxrnn.GRU] (linen) with the module's hyper-parameters.
+    variables: ``{'params': ...}``, the module's parameters for
+      ``layer.apply``.
 
   Examples:
     >>> import jax.numpy as jnp, jaxrnn
