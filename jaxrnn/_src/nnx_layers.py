@@ -176,7 +176,9 @@ class _RecurrentLayer(LayerFields, nnx.Module):
     return step_layers(self.config, params, x_t, carry, dtype=self.dtype)
 
 
-_SHARED_DOC = """
+class RNN(_RecurrentLayer):
+  """Elman RNN layer (NNX), like ``torch.nn.RNN`` and [`jaxrnn.RNN`][jaxrnn.RNN].
+
   Constructor arguments are the linen layer's fields, plus ``in_features``
   (``F``) first and ``rngs`` (``params`` for the weights, ``dropout`` for
   dropout between layers). As for ``nnx.Dropout``, dropout is active until
@@ -184,24 +186,17 @@ _SHARED_DOC = """
   ``dropout > 0`` and ``num_layers > 1``. Parameters are ``module.l0.w_ih``,
   ``module.l0_reverse.w_hh``, ...: the same names, shapes and initializers as
   the linen ``params['l0']['w_ih']``.
-"""
-
-
-class RNN(_RecurrentLayer):
-  __doc__ = (
-    """Elman RNN layer (NNX), like ``torch.nn.RNN`` and ``jaxrnn.RNN``.
 
   Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
-    >>> layer = jaxrnn.nnx.RNN(2, 4, num_layers=2, nonlinearity='relu', rngs=nnx.Rngs(0))
-    >>> outputs, h_n = layer(jnp.ones((3, 5, 2)))
-    >>> outputs.shape, h_n.shape
+    >>> layer = jaxrnn.nnx.RNN(
+    ...     2, 4, num_layers=2, nonlinearity='relu', rngs=nnx.Rngs(0))
+    >>> outputs, final_carry = layer(jnp.ones((3, 5, 2)))
+    >>> outputs.shape, final_carry.shape
     ((3, 5, 4), (2, 3, 4))
-"""
-    + _SHARED_DOC
-  )
+  """
 
   cell_family: ClassVar[str] = 'rnn'
 
@@ -211,20 +206,29 @@ class RNN(_RecurrentLayer):
 
 
 class LSTM(_RecurrentLayer):
-  __doc__ = (
-    """LSTM layer (NNX), like ``torch.nn.LSTM`` and ``jaxrnn.LSTM``, with optional ``proj_size``.
+  """LSTM layer (NNX), like ``torch.nn.LSTM`` and [`jaxrnn.LSTM`][jaxrnn.LSTM], with optional ``proj_size``.
+
+  Constructor arguments are the linen layer's fields, plus ``in_features``
+  (``F``) first and ``rngs`` (``params`` for the weights, ``dropout`` for
+  dropout between layers). As for ``nnx.Dropout``, dropout is active until
+  ``module.eval()`` (or ``deterministic=True``); it only matters when
+  ``dropout > 0`` and ``num_layers > 1``. Parameters are ``module.l0.w_ih``,
+  ``module.l0_reverse.w_hh``, ...: the same names, shapes and initializers as
+  the linen ``params['l0']['w_ih']``.
+
+  ``final_carry`` is an [`LSTMState`][jaxrnn.LSTMState] ``(h, c)``, which unpacks like
+  PyTorch's ``(h_n, c_n)``.
 
   Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
     >>> layer = jaxrnn.nnx.LSTM(3, 8, bidirectional=True, rngs=nnx.Rngs(0))
-    >>> outputs, (h_n, c_n) = layer(jnp.ones((2, 6, 3)), jnp.array([6, 4]))
+    >>> x, lengths = jnp.ones((2, 6, 3)), jnp.array([6, 4])
+    >>> outputs, (h_n, c_n) = layer(x, lengths)
     >>> outputs.shape, h_n.shape, c_n.shape
     ((2, 6, 16), (2, 2, 8), (2, 2, 8))
-"""
-    + _SHARED_DOC
-  )
+  """
 
   cell_family: ClassVar[str] = 'lstm'
 
@@ -234,20 +238,25 @@ class LSTM(_RecurrentLayer):
 
 
 class GRU(_RecurrentLayer):
-  __doc__ = (
-    """GRU layer (NNX), like ``torch.nn.GRU`` and ``jaxrnn.GRU``.
+  """GRU layer (NNX), like ``torch.nn.GRU`` and [`jaxrnn.GRU`][jaxrnn.GRU].
+
+  Constructor arguments are the linen layer's fields, plus ``in_features``
+  (``F``) first and ``rngs`` (``params`` for the weights, ``dropout`` for
+  dropout between layers). As for ``nnx.Dropout``, dropout is active until
+  ``module.eval()`` (or ``deterministic=True``); it only matters when
+  ``dropout > 0`` and ``num_layers > 1``. Parameters are ``module.l0.w_ih``,
+  ``module.l0_reverse.w_hh``, ...: the same names, shapes and initializers as
+  the linen ``params['l0']['w_ih']``.
 
   Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
     >>> layer = jaxrnn.nnx.GRU(3, 8, time_major=True, rngs=nnx.Rngs(0))
-    >>> outputs, h_n = layer(jnp.ones((6, 2, 3)))
-    >>> outputs.shape, h_n.shape
+    >>> outputs, final_carry = layer(jnp.ones((6, 2, 3)))
+    >>> outputs.shape, final_carry.shape
     ((6, 2, 8), (1, 2, 8))
-"""
-    + _SHARED_DOC
-  )
+  """
 
   cell_family: ClassVar[str] = 'gru'
 
