@@ -104,7 +104,7 @@ def _lstm_activations(z: Array) -> tuple[Array, Array, Array, Array]:
 
 
 def _lstm_linearize(carry: LSTMState, z: Array, valid: Array) -> tuple[Array, ...]:
-  """Returns the coefficients of the LSTM step's gradient, see :class:`CellKind`.
+  """Returns the coefficients of the LSTM step's gradient, see ``CellKind``.
 
   ``(k_i, k_f, k_g, k_o, to_c, keep_c)``, each ``[..., H]``, and ``keep_h [..., 1]``:
   with ``d_h = d_h' + d_y`` and ``d_c = d_c' + d_h * to_c``, the gate
@@ -157,7 +157,7 @@ def _gru_gates(gx: Array, gh: Array) -> tuple[Array, Array, Array, Array]:
 
 
 def _gru_linearize(carry: Array, gx: Array, gh: Array, valid: Array) -> tuple[Array, ...]:
-  """Returns the coefficients of the GRU step's gradient, see :class:`CellKind`.
+  """Returns the coefficients of the GRU step's gradient, see ``CellKind``.
 
   ``(k_r, k_z, k_n, k_hn, keep_h)``, each ``[..., H]``: with ``d_h = d_h' + d_y``,
   ``d_gx = [k_r, k_z, k_n] * d_h``, ``d_gh = [k_r, k_z, k_hn] * d_h`` and
@@ -211,7 +211,7 @@ def rnn_tanh_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Ar
 def rnn_relu_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Array]:
   """Returns ``(h', h')`` of one Elman step with ``relu`` instead of ``tanh``.
 
-  Shapes as in :func:`rnn_tanh_cell`.
+  Shapes as in [`rnn_tanh_cell`][jaxrnn.rnn_tanh_cell].
   """
   return _relu_recurrence(params, carry, project_input(params, x))
 

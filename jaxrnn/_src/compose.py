@@ -1,7 +1,7 @@
 """Stacking, bidirectional composition and dropout between layers: pure functions.
 
 The Flax layers (linen and NNX) only declare parameters and call
-:func:`apply_layers`; everything about layouts, carries and padding is here.
+``apply_layers``; everything about layouts, carries and padding is here.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def run_stack(
       for no dropout.
 
   Returns:
-    ``ys: [T, B, D*H_out]`` (forward half first) and the final carry, leaves
-    ``[L*D, B, ...]``.
+    ys: ``[T, B, D*H_out]``, the last layer's outputs, forward half first.
+    final_carry: leaves ``[L*D, B, ...]``, row ``layer*D + direction``.
   """
   kind = config.kind
   directions = config.num_directions
@@ -133,9 +133,10 @@ def apply_layers(
     deterministic: disables dropout.
 
   Returns:
-    ``outputs: [*batch, T, D*H_out]`` (time-major ``[T, *batch, D*H_out]``)
-    with zeros at ``t >= seq_lengths``, and ``final_carry: [L*D, *batch,
-    H_out]`` (``LSTMState`` with ``c: [L*D, *batch, H]`` for LSTM).
+    outputs: ``[*batch, T, D*H_out]`` (time-major ``[T, *batch, D*H_out]``),
+      zeros at ``t >= seq_lengths``.
+    final_carry: ``[L*D, *batch, H_out]`` (``LSTMState`` with
+      ``c: [L*D, *batch, H]`` for LSTM).
   """
   inputs, batch_shape, num_steps, in_features = checks.check_inputs(inputs, config.time_major)
   checks.check_features(
@@ -161,7 +162,7 @@ def apply_layers(
 
 
 def _run_checked(config, dtype, params, inputs, seq_lengths, carry, dropout_rng):
-  """The part of :func:`apply_layers` after its checks."""
+  """The part of ``apply_layers`` after its checks."""
   if config.time_major:
     num_steps, batch_shape = inputs.shape[0], inputs.shape[1:-1]
   else:
@@ -213,7 +214,7 @@ def step_layers(
 ) -> tuple[Array, Carry]:
   """Returns ``(y_t, new_carry)``: one time step of a unidirectional stack.
 
-  The same parameters as :func:`apply_layers`; stepping through a sequence
+  The same parameters as ``apply_layers``; stepping through a sequence
   reproduces its ``outputs`` and ``final_carry``.
 
   Args:
@@ -225,7 +226,8 @@ def step_layers(
     dtype: compute dtype; ``None`` promotes the inputs' and parameters' dtypes.
 
   Returns:
-    ``y_t: [*batch, H_out]`` (the last layer's output) and the new carry.
+    y_t: ``[*batch, H_out]``, the last layer's output.
+    new_carry: the state after this step, shaped like ``carry``.
   """
   if config.bidirectional:
     raise ValueError(

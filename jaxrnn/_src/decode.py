@@ -73,7 +73,9 @@ def generate(
     temperature: ``>= 0``; ``0`` for greedy decoding.
 
   Returns:
-    ``tokens: [*batch, num_steps]`` and the carry after the last step.
+    tokens: ``[*batch, num_steps]``, the generated tokens (``first_tokens``
+      not included).
+    final_carry: the carry after the last step.
 
   Raises:
     TypeError: ``num_steps`` is not an int (or is traced); ``step_fn`` does not

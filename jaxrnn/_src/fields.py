@@ -16,7 +16,7 @@ from jaxrnn._src.types import Carry
 
 
 class LayerFields:
-  """Builds a layer's :class:`LayerConfig` from its attributes of the same names.
+  """Builds a layer's ``LayerConfig`` from its attributes of the same names.
 
   Shared by the linen and NNX layers, which both store ``hidden_size``,
   ``num_layers``, ... as attributes. ``cell_family`` is ``'rnn'`` (with a
@@ -33,8 +33,8 @@ class LayerFields:
       dtype: the layer's compute dtype.
 
     Returns:
-      ``[L*D, *batch, H_out]`` zeros (``LSTMState`` with ``c: [L*D, *batch, H]``
-      for LSTM).
+      initial_carry: zeros ``[L*D, *batch, H_out]``; for LSTM an
+        [`LSTMState`][jaxrnn.LSTMState] with ``c: [L*D, *batch, H]``.
     """
     check_float_dtype('dtype', dtype)
     return zeros_carry(self.config, check_batch_shape(batch_shape), dtype)

@@ -81,11 +81,13 @@ class _RecurrentLayer(LayerFields, nn.Module):
       deterministic: if False, apply dropout between layers (``'dropout'`` rng).
 
     Returns:
-      ``outputs``: the last layer's output at every step, ``[*batch, T, D*H_out]``
-      (time-major ``[T, *batch, D*H_out]``), forward half first, zeros at
-      ``t >= seq_lengths``. ``final_carry``: ``h_n [L*D, *batch, H_out]``, for
-      LSTM ``LSTMState(h, c)`` with ``c: [L*D, *batch, H]``; row
-      ``layer*D + direction``.
+      outputs: the last layer's output at every step, ``[*batch, T, D*H_out]``
+        (time-major ``[T, *batch, D*H_out]``), forward half first; exact zeros
+        at ``t >= seq_lengths``.
+      final_carry: the state of every layer and direction after its last valid
+        step, ``[L*D, *batch, H_out]``, row ``layer*D + direction``. For LSTM an
+        [`LSTMState`][jaxrnn.LSTMState] ``(h, c)`` with ``c: [L*D, *batch, H]``,
+        which unpacks like PyTorch's ``(h_n, c_n)``.
     """
     config = self.config
     _, _, _, in_features = check_inputs(inputs, config.time_major)
@@ -132,7 +134,8 @@ class _RecurrentLayer(LayerFields, nn.Module):
         ``None`` means zeros.
 
     Returns:
-      ``y_t: [*batch, H_out]``, the last layer's output, and the new carry.
+      y_t: ``[*batch, H_out]``, the last layer's output at this step.
+      new_carry: the state after this step, shaped like ``carry``.
     """
     config = self.config
     if not self.has_variable('params', config.param_names[0]):
@@ -182,8 +185,8 @@ class RNN(_RecurrentLayer):
     >>> layer = jaxrnn.RNN(hidden_size=4, num_layers=2)
     >>> x = jnp.ones((3, 5, 2))  # B=3, T=5, F=2
     >>> variables = layer.init(jax.random.key(0), x)
-    >>> outputs, h_n = layer.apply(variables, x)
-    >>> outputs.shape, h_n.shape
+    >>> outputs, final_carry = layer.apply(variables, x)
+    >>> outputs.shape, final_carry.shape
     ((3, 5, 4), (2, 3, 4))
   """
 
@@ -194,11 +197,12 @@ class RNN(_RecurrentLayer):
 class LSTM(_RecurrentLayer):
   """LSTM layer, like ``torch.nn.LSTM`` (gates ``i, f, g, o``, optional projection).
 
-  Attributes are those of :class:`RNN` (without ``nonlinearity``) plus
+  Attributes are those of [`RNN`][jaxrnn.RNN] (without ``nonlinearity``) plus
   ``proj_size``: ``P``, project ``h`` to ``P < H`` features with ``w_hr [H, P]``
   (initialized with ``kernel_init``); ``0`` means no projection.
 
-  ``final_carry`` is ``LSTMState(h, c)``, which unpacks like PyTorch's ``(h_n, c_n)``.
+  ``final_carry`` is an [`LSTMState`][jaxrnn.LSTMState] ``(h, c)``, which unpacks like
+  PyTorch's ``(h_n, c_n)``.
 
   Examples:
     >>> import jax, jax.numpy as jnp
@@ -223,15 +227,16 @@ class LSTM(_RecurrentLayer):
 class GRU(_RecurrentLayer):
   """GRU layer, like ``torch.nn.GRU`` (gates ``r, z, n``, reset after the recurrent matmul).
 
-  Attributes are those of :class:`RNN` without ``nonlinearity``.
+  Attributes are those of [`RNN`][jaxrnn.RNN] without ``nonlinearity``.
 
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> import jaxrnn
     >>> layer = jaxrnn.GRU(hidden_size=8, time_major=True)
     >>> x = jnp.ones((6, 2, 3))  # T=6, B=2, F=3
-    >>> outputs, h_n = layer.apply(layer.init(jax.random.key(0), x), x)
-    >>> outputs.shape, h_n.shape
+    >>> variables = layer.init(jax.random.key(0), x)
+    >>> outputs, final_carry = layer.apply(variables, x)
+    >>> outputs.shape, final_carry.shape
     ((6, 2, 8), (1, 2, 8))
   """
 

@@ -54,7 +54,8 @@ def mask_to_lengths(mask: Array) -> Array:
     >>> from jaxrnn import mask_to_lengths
     >>> mask_to_lengths(jnp.array([[1, 1, 0], [1, 1, 1]], dtype=bool))
     Array([2, 3], dtype=int32)
-    >>> jax.jit(mask_to_lengths)(jnp.array([[1, 0, 1], [0, 1, 1]], dtype=bool))  # leading runs
+    >>> gaps = jnp.array([[1, 0, 1], [0, 1, 1]], dtype=bool)
+    >>> jax.jit(mask_to_lengths)(gaps)  # traced: each row's leading run of True
     Array([1, 0], dtype=int32)
   """
   valid = jnp.asarray(mask, bool)
@@ -96,7 +97,8 @@ def reverse_padded(x: Array, seq_lengths: Array | None, *, time_axis: int = 1) -
     >>> reverse_padded(x, jnp.array([3, 4]))
     Array([[3, 2, 1, 0],
            [4, 3, 2, 1]], dtype=int32)
-    >>> jax.jit(reverse_padded)(x, jnp.array([5, -1]))  # traced: clipped to 4 and 0
+    >>> # traced lengths are clipped to [0, T]: 5 -> 4 and -1 -> 0
+    >>> jax.jit(reverse_padded)(x, jnp.array([5, -1]))
     Array([[0, 3, 2, 1],
            [1, 2, 3, 4]], dtype=int32)
   """
@@ -167,6 +169,10 @@ def pad_sequences(
     max_length: ``T``; ``None`` is the longest length. Longer sequences raise.
     padding_value: value of the padded steps.
     dtype: of the batch; ``None`` infers it from the sequences.
+
+  Returns:
+    batch: ``[B, T, ...]``, the sequences right-padded with ``padding_value``.
+    seq_lengths: ``[B]`` int32, the length of each sequence.
 
   Examples:
     >>> from jaxrnn import pad_sequences

@@ -131,8 +131,13 @@ class _RecurrentLayer(LayerFields, nnx.Module):
         ``module.eval()`` (True).
 
     Returns:
-      ``outputs: [*batch, T, D*H_out]`` (time-major ``[T, *batch, D*H_out]``)
-      and ``final_carry: [L*D, *batch, H_out]`` (``LSTMState(h, c)`` for LSTM).
+      outputs: the last layer's output at every step, ``[*batch, T, D*H_out]``
+        (time-major ``[T, *batch, D*H_out]``), forward half first; exact zeros
+        at ``t >= seq_lengths``.
+      final_carry: the state of every layer and direction after its last valid
+        step, ``[L*D, *batch, H_out]``, row ``layer*D + direction``. For LSTM an
+        [`LSTMState`][jaxrnn.LSTMState] ``(h, c)`` with ``c: [L*D, *batch, H]``,
+        which unpacks like PyTorch's ``(h_n, c_n)``.
     """
     config = self.config
     if deterministic is None:
@@ -159,16 +164,21 @@ class _RecurrentLayer(LayerFields, nnx.Module):
 
     Args:
       x_t: ``[*batch, F]``, one step of input.
-      carry: ``[L, *batch, H_out]`` (``LSTMState`` for LSTM); ``None`` means zeros.
+      carry: ``[L, *batch, H_out]`` (``LSTMState`` for LSTM), e.g. a sequence
+        call's ``final_carry`` or ``module.initial_carry(batch_shape)``;
+        ``None`` means zeros.
 
     Returns:
-      ``y_t: [*batch, H_out]``, the last layer's output, and the new carry.
+      y_t: ``[*batch, H_out]``, the last layer's output at this step.
+      new_carry: the state after this step, shaped like ``carry``.
     """
     params = [getattr(self, name)() for name in self.config.param_names]
     return step_layers(self.config, params, x_t, carry, dtype=self.dtype)
 
 
-_SHARED_DOC = """
+class RNN(_RecurrentLayer):
+  """Elman RNN layer (NNX), like ``torch.nn.RNN`` and [`jaxrnn.RNN`][jaxrnn.RNN].
+
   Constructor arguments are the linen layer's fields, plus ``in_features``
   (``F``) first and ``rngs`` (``params`` for the weights, ``dropout`` for
   dropout between layers). As for ``nnx.Dropout``, dropout is active until
@@ -176,24 +186,17 @@ _SHARED_DOC = """
   ``dropout > 0`` and ``num_layers > 1``. Parameters are ``module.l0.w_ih``,
   ``module.l0_reverse.w_hh``, ...: the same names, shapes and initializers as
   the linen ``params['l0']['w_ih']``.
-"""
-
-
-class RNN(_RecurrentLayer):
-  __doc__ = (
-    """Elman RNN layer (NNX), like ``torch.nn.RNN`` and ``jaxrnn.RNN``.
 
   Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
-    >>> layer = jaxrnn.nnx.RNN(2, 4, num_layers=2, nonlinearity='relu', rngs=nnx.Rngs(0))
-    >>> outputs, h_n = layer(jnp.ones((3, 5, 2)))
-    >>> outputs.shape, h_n.shape
+    >>> layer = jaxrnn.nnx.RNN(
+    ...     2, 4, num_layers=2, nonlinearity='relu', rngs=nnx.Rngs(0))
+    >>> outputs, final_carry = layer(jnp.ones((3, 5, 2)))
+    >>> outputs.shape, final_carry.shape
     ((3, 5, 4), (2, 3, 4))
-"""
-    + _SHARED_DOC
-  )
+  """
 
   cell_family: ClassVar[str] = 'rnn'
 
@@ -203,20 +206,29 @@ class RNN(_RecurrentLayer):
 
 
 class LSTM(_RecurrentLayer):
-  __doc__ = (
-    """LSTM layer (NNX), like ``torch.nn.LSTM`` and ``jaxrnn.LSTM``, with optional ``proj_size``.
+  """LSTM layer (NNX), like ``torch.nn.LSTM`` and [`jaxrnn.LSTM`][jaxrnn.LSTM], with optional ``proj_size``.
+
+  Constructor arguments are the linen layer's fields, plus ``in_features``
+  (``F``) first and ``rngs`` (``params`` for the weights, ``dropout`` for
+  dropout between layers). As for ``nnx.Dropout``, dropout is active until
+  ``module.eval()`` (or ``deterministic=True``); it only matters when
+  ``dropout > 0`` and ``num_layers > 1``. Parameters are ``module.l0.w_ih``,
+  ``module.l0_reverse.w_hh``, ...: the same names, shapes and initializers as
+  the linen ``params['l0']['w_ih']``.
+
+  ``final_carry`` is an [`LSTMState`][jaxrnn.LSTMState] ``(h, c)``, which unpacks like
+  PyTorch's ``(h_n, c_n)``.
 
   Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
     >>> layer = jaxrnn.nnx.LSTM(3, 8, bidirectional=True, rngs=nnx.Rngs(0))
-    >>> outputs, (h_n, c_n) = layer(jnp.ones((2, 6, 3)), jnp.array([6, 4]))
+    >>> x, lengths = jnp.ones((2, 6, 3)), jnp.array([6, 4])
+    >>> outputs, (h_n, c_n) = layer(x, lengths)
     >>> outputs.shape, h_n.shape, c_n.shape
     ((2, 6, 16), (2, 2, 8), (2, 2, 8))
-"""
-    + _SHARED_DOC
-  )
+  """
 
   cell_family: ClassVar[str] = 'lstm'
 
@@ -226,20 +238,25 @@ class LSTM(_RecurrentLayer):
 
 
 class GRU(_RecurrentLayer):
-  __doc__ = (
-    """GRU layer (NNX), like ``torch.nn.GRU`` and ``jaxrnn.GRU``.
+  """GRU layer (NNX), like ``torch.nn.GRU`` and [`jaxrnn.GRU`][jaxrnn.GRU].
+
+  Constructor arguments are the linen layer's fields, plus ``in_features``
+  (``F``) first and ``rngs`` (``params`` for the weights, ``dropout`` for
+  dropout between layers). As for ``nnx.Dropout``, dropout is active until
+  ``module.eval()`` (or ``deterministic=True``); it only matters when
+  ``dropout > 0`` and ``num_layers > 1``. Parameters are ``module.l0.w_ih``,
+  ``module.l0_reverse.w_hh``, ...: the same names, shapes and initializers as
+  the linen ``params['l0']['w_ih']``.
 
   Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxrnn
     >>> layer = jaxrnn.nnx.GRU(3, 8, time_major=True, rngs=nnx.Rngs(0))
-    >>> outputs, h_n = layer(jnp.ones((6, 2, 3)))
-    >>> outputs.shape, h_n.shape
+    >>> outputs, final_carry = layer(jnp.ones((6, 2, 3)))
+    >>> outputs.shape, final_carry.shape
     ((6, 2, 8), (1, 2, 8))
-"""
-    + _SHARED_DOC
-  )
+  """
 
   cell_family: ClassVar[str] = 'gru'
 
@@ -313,6 +330,12 @@ def linen_to_nnx(
 
 def nnx_to_linen(module: _RecurrentLayer) -> tuple[linen_layers.nn.Module, dict]:
   """Returns ``(layer, variables)``: the linen twin of an NNX layer, with its parameters.
+
+  Returns:
+    layer: the [`jaxrnn.RNN`][jaxrnn.RNN], [`LSTM`][jaxrnn.LSTM] or
+      [`GRU`][jaxrnn.GRU] (linen) with the module's hyper-parameters.
+    variables: ``{'params': ...}``, the module's parameters for
+      ``layer.apply``.
 
   Examples:
     >>> import jax.numpy as jnp, jaxrnn

@@ -159,11 +159,12 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
     >>> import jax, jax.numpy as jnp, jaxrnn
     >>> layer = jaxrnn.GRU(hidden_size=4, bidirectional=True)
     >>> variables = layer.init(jax.random.key(0), jnp.ones((1, 2, 3)))
-    >>> {k: v.shape for k, v in jaxrnn.interop.to_state_dict(layer, variables).items()}
-    ... # doctest: +NORMALIZE_WHITESPACE
-    {'weight_ih_l0': (12, 3), 'weight_hh_l0': (12, 4), 'bias_ih_l0': (12,), 'bias_hh_l0': (12,),
-     'weight_ih_l0_reverse': (12, 3), 'weight_hh_l0_reverse': (12, 4), 'bias_ih_l0_reverse': (12,),
-     'bias_hh_l0_reverse': (12,)}
+    >>> state_dict = jaxrnn.interop.to_state_dict(layer, variables)
+    >>> {name: value.shape for name, value in state_dict.items()}
+    {'weight_ih_l0': (12, 3), 'weight_hh_l0': (12, 4),
+     'bias_ih_l0': (12,), 'bias_hh_l0': (12,),
+     'weight_ih_l0_reverse': (12, 3), 'weight_hh_l0_reverse': (12, 4),
+     'bias_ih_l0_reverse': (12,), 'bias_hh_l0_reverse': (12,)}
   """
   params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
   config = layer.config
@@ -243,16 +244,23 @@ def from_state_dict(
     dtype: parameter dtype (``float32``, ``float64`` or ``bfloat16``); ``None``
       keeps the arrays' dtype.
 
-  The variables hold copies: updating ``state_dict``'s arrays in place later
-  does not change them.
+  Returns:
+    layer: a [`jaxrnn.RNN`][jaxrnn.RNN], [`LSTM`][jaxrnn.LSTM] or
+      [`GRU`][jaxrnn.GRU] (linen) with the checkpoint's hyper-parameters.
+    variables: ``{'params': ...}`` for ``layer.apply``. They hold copies:
+      updating ``state_dict``'s arrays in place later does not change them.
 
   Examples:
     >>> import numpy as np, jaxrnn
     >>> rng = np.random.default_rng(0)
-    >>> state_dict = {'weight_ih_l0': rng.normal(size=(8, 3)), 'weight_hh_l0': rng.normal(size=(8, 2)),
-    ...               'bias_ih_l0': np.zeros(8), 'bias_hh_l0': np.zeros(8)}
-    >>> layer, variables = jaxrnn.interop.from_state_dict(state_dict, 'LSTM', dtype='float32')
-    >>> layer.hidden_size, layer.time_major, variables['params']['l0']['w_ih'].shape
+    >>> state_dict = {  # H=2, F=3: weights [4H, F] and [4H, H], as in PyTorch
+    ...     'weight_ih_l0': rng.normal(size=(8, 3)),
+    ...     'weight_hh_l0': rng.normal(size=(8, 2)),
+    ...     'bias_ih_l0': np.zeros(8), 'bias_hh_l0': np.zeros(8)}
+    >>> layer, variables = jaxrnn.interop.from_state_dict(
+    ...     state_dict, 'LSTM', dtype='float32')
+    >>> w_ih = variables['params']['l0']['w_ih']
+    >>> layer.hidden_size, layer.time_major, w_ih.shape
     (2, True, (3, 8))
   """
   if mode not in _MODES:
@@ -302,12 +310,19 @@ def from_torch(module: Any) -> tuple[nn.Module, dict]:
   Every hyper-parameter carries over: ``num_layers``, ``bidirectional``,
   ``batch_first`` (as ``time_major = not batch_first``), ``bias``,
   ``nonlinearity``, ``proj_size``, ``dropout``; parameters keep their dtype
-  (float32, float64 or bfloat16). The variables hold copies: training or
-  otherwise updating the module in place later does not change them.
+  (float32, float64 or bfloat16).
+
+  Returns:
+    layer: a [`jaxrnn.RNN`][jaxrnn.RNN], [`LSTM`][jaxrnn.LSTM] or
+      [`GRU`][jaxrnn.GRU] (linen) with the module's hyper-parameters.
+    variables: ``{'params': ...}`` for ``layer.apply``. They hold copies:
+      training or otherwise updating the module in place later does not
+      change them.
 
   Examples:
     >>> import torch, jaxrnn
-    >>> module = torch.nn.LSTM(3, 8, num_layers=2, batch_first=True, bidirectional=True)
+    >>> module = torch.nn.LSTM(
+    ...     3, 8, num_layers=2, batch_first=True, bidirectional=True)
     >>> layer, variables = jaxrnn.interop.from_torch(module)
     >>> layer.num_layers, layer.bidirectional, layer.time_major
     (2, True, False)
@@ -358,8 +373,10 @@ def to_torch(layer: nn.Module, variables: Mapping[str, Any]) -> Any:
     >>> layer = jaxrnn.GRU(hidden_size=4)
     >>> variables = layer.init(jax.random.key(0), jnp.ones((1, 2, 3)))
     >>> module = jaxrnn.interop.to_torch(layer, variables)
-    >>> type(module).__name__, module.batch_first, tuple(module.weight_ih_l0.shape)
-    ('GRU', True, (12, 3))
+    >>> type(module).__name__, module.batch_first
+    ('GRU', True)
+    >>> tuple(module.weight_ih_l0.shape)  # PyTorch's [G*H, F]
+    (12, 3)
   """
   torch = _import_torch()
   state_dict = to_state_dict(layer, variables)
