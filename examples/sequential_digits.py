@@ -9,17 +9,22 @@ Prints the held-out accuracy (above 95% with the defaults) and plots misclassifi
 
 import argparse
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from common import fit
-from common import make_train_step
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+import install_hint
 
-import jaxrnn
+try:  # the `examples` extra's packages; if one is missing, say how to install it
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from common import fit
+  from common import make_train_step
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+
+  import jaxrnn
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error)
 
 
 class RowReader(nn.Module):
@@ -40,6 +45,7 @@ def main():
   parser.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
   parser.add_argument('--plot', default='digits_errors.png')
   args = parser.parse_args()
+  install_hint.require('matplotlib')  # for the plot at the end
 
   digits = load_digits()
   images = (digits.images / 16.0).astype(np.float32)  # [N, 8 rows, 8 pixels]

@@ -15,16 +15,21 @@ import argparse
 import functools
 import time
 
-import jax
-import numpy as np
-import optax
-from classify_names import NameClassifier
-from classify_names import NamesData
-from classify_names import loss_fn
-from common import fit
-from common import make_train_step
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
+import install_hint
+
+try:  # the `examples` extra's packages; if one is missing, say how to install it
+  import jax
+  import numpy as np
+  import optax
+  from classify_names import NameClassifier
+  from classify_names import NamesData
+  from classify_names import loss_fn
+  from common import fit
+  from common import make_train_step
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error)
 
 
 def train(data, num_devices, steps, batch_size, ckpt_dir=None, resume=False, show_progress=True):
