@@ -140,6 +140,7 @@ def main():
     ckpt_dir=args.ckpt_dir,
     resume=args.resume,
     ckpt_every=args.ckpt_every,
+    settings=vars(args),
   )
 
   eval_loss = jax.jit(loss_fn)

@@ -13,6 +13,7 @@ held-out accuracy and writes a confusion-matrix plot.
 import argparse
 import functools
 import importlib
+import os
 
 import install_hint
 
@@ -151,6 +152,7 @@ def main():
     ckpt_dir=args.ckpt_dir,
     resume=args.resume,
     ckpt_every=args.ckpt_every,
+    settings=vars(args),
   )
   predict = jax.jit(lambda params, chars, lengths: jnp.argmax(model.apply(params, chars, lengths), -1))
 
@@ -164,7 +166,7 @@ def main():
   save_confusion_matrix(
     targets, predictions, languages, args.plot, f'Surname language, held-out accuracy {accuracy:.1%}'
   )
-  print(f'wrote {args.plot}')
+  print(f'wrote {os.path.abspath(args.plot)}')
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ cycle (the value 11 years earlier). Writes a plot of forecast vs truth.
 """
 
 import argparse
+import os
 
 import install_hint
 
@@ -90,6 +91,7 @@ def main():
     steps=args.steps,
     ckpt_dir=args.ckpt_dir,
     resume=args.resume,
+    settings=vars(args),
   )
 
   @jax.jit
@@ -136,7 +138,7 @@ def main():
   ax.legend(loc='upper left', fontsize=8)
   ax.set_title(f'{args.horizon}-year recursive forecast from {forecast_years[0]}')
   fig.savefig(args.plot, dpi=100, bbox_inches='tight')
-  print(f'wrote {args.plot}')
+  print(f'wrote {os.path.abspath(args.plot)}')
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ Prints the held-out accuracy (above 95% with the defaults) and plots misclassifi
 """
 
 import argparse
+import os
 
 import install_hint
 
@@ -73,6 +74,7 @@ def main():
     steps=args.steps,
     ckpt_dir=args.ckpt_dir,
     resume=args.resume,
+    settings=vars(args),
   )
 
   predictions = np.asarray(jnp.argmax(jax.jit(model.apply)(params, x_test), -1))
@@ -93,7 +95,7 @@ def main():
       ax.set_title(f'{y_test[i]} read as {predictions[i]}', fontsize=8)
   fig.suptitle(f'Misread digits (held-out accuracy {accuracy:.1%})')
   fig.savefig(args.plot, dpi=100, bbox_inches='tight')
-  print(f'wrote {args.plot}')
+  print(f'wrote {os.path.abspath(args.plot)}')
 
 
 if __name__ == '__main__':

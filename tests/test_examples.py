@@ -40,6 +40,38 @@ def test_sharded_training_matches_one_device():
   assert 'same loss trajectory on 1 and 8 devices' in result.stdout
 
 
+# The smallest char_lm there is: it needs only the `test` extra's packages.
+TINY_CHAR_LM = ('--hidden', '8', '--layers', '1', '--seq-len', '16', '--batch-size', '4')
+TINY_CHAR_LM += ('--max-chars', '20000', '--gen-len', '2', '--ckpt-every', '1')
+
+
+def test_checkpointing_example_refuses_to_mix_runs_and_says_what_it_resumed(tmp_path):
+  """#15 E3, E4 on a real script: where it writes, no silent skip, no orbax shape error."""
+  pytest.importorskip('optax')
+  pytest.importorskip('orbax.checkpoint')
+  ckpt = tmp_path / 'char_lm'
+
+  first = run_example('char_lm.py', '--steps', '2', '--ckpt-dir', str(ckpt), *TINY_CHAR_LM)
+  assert first.returncode == 0, first.stdout + first.stderr
+  assert f'checkpoints: {ckpt}' in first.stdout
+
+  again = run_example('char_lm.py', '--steps', '3', '--ckpt-dir', str(ckpt), *TINY_CHAR_LM)
+  assert again.returncode != 0 and 'Traceback' not in again.stderr, again.stderr
+  assert '--resume' in again.stderr and '--ckpt-dir' in again.stderr and str(ckpt) in again.stderr
+
+  other = run_example(
+    'char_lm.py', '--steps', '3', '--ckpt-dir', str(ckpt), '--resume', *TINY_CHAR_LM[2:], '--hidden', '16'
+  )
+  assert other.returncode != 0 and 'Traceback' not in other.stderr, other.stderr
+  assert '--hidden 8' in other.stderr and '--hidden 16' in other.stderr
+
+  done = run_example('char_lm.py', '--steps', '2', '--ckpt-dir', str(ckpt), '--resume', *TINY_CHAR_LM)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert 'resumed from step 2' in done.stdout
+  assert 'already reached step 2 (--steps 2): nothing to train' in done.stdout
+  assert 'trained steps' not in done.stdout
+
+
 # (script, a module it needs that an extra installs, extra to name, extra arguments)
 MISSING = [
   ('classify_names.py', 'faker', 'examples', ()),
