@@ -1,7 +1,8 @@
-"""Plumbing shared by the examples: checkpoints (orbax), progress bars, an optax train step."""
+"""Plumbing shared by the examples: checkpoints (orbax), progress, an optax train step."""
 
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -140,11 +141,48 @@ class Checkpoints:
     self.manager.close()
 
 
+class ProgressBar:
+  """A tqdm bar with the running loss, for a terminal."""
+
+  def __init__(self, total, initial, desc):
+    self.bar = tqdm(total=total, initial=initial, desc=desc, mininterval=0.5, ncols=90)
+
+  def update(self, step, loss):
+    self.bar.update()
+    if step % 10 == 0 or step == self.bar.total:
+      self.bar.set_postfix(loss=f'{float(loss):.4f}', refresh=False)  # the next redraw shows it
+
+  def close(self):
+    self.bar.close()
+
+
+class ProgressLines:
+  """A plain line at every tenth of the steps, for a log (CI, a pipe), where a bar's redraws pile up."""
+
+  def __init__(self, total, initial, desc):
+    self.total, self.initial, self.desc = total, initial, desc
+    self.tenths_shown = 0
+    self.started = time.perf_counter()
+
+  def update(self, step, loss):
+    tenths = 10 * (step - self.initial) // (self.total - self.initial)
+    if tenths > self.tenths_shown:
+      self.tenths_shown = tenths
+      seconds = time.perf_counter() - self.started
+      print(
+        f'{self.desc}: step {step}/{self.total} ({100 * step // self.total}%), loss {float(loss):.4f}, {seconds:.0f} s',
+        flush=True,
+      )
+
+  def close(self):
+    pass
+
+
 def progress(total, initial=0, desc='train'):
-  """A tqdm bar; quiet refresh rate when not on a terminal (CI logs)."""
-  return tqdm(
-    total=total, initial=initial, desc=desc, mininterval=0.5 if sys.stderr.isatty() else 30, ncols=90
-  )
+  """Returns a `ProgressBar` on a terminal, else (CI set, or stderr a file or pipe) `ProgressLines`."""
+  in_ci = os.environ.get('CI', '').lower() not in ('', '0', 'false')
+  on_terminal = sys.stderr.isatty() and not in_ci
+  return (ProgressBar if on_terminal else ProgressLines)(total, initial, desc)
 
 
 def fit(
@@ -166,7 +204,7 @@ def fit(
   ``train_step``. Saves to ``ckpt_dir`` (if set) every ``ckpt_every`` steps (if set) and at the
   end, recording ``settings`` (a script's ``vars(args)``) with the checkpoints; with ``resume`` it
   starts from the newest checkpoint there, after checking it was written with the same settings.
-  Shows a progress bar with the running loss, unless ``desc`` is None.
+  Shows progress with the running loss, unless ``desc`` is None.
   """
   state = {'params': params, 'opt_state': opt_state}
   checkpoints = Checkpoints(ckpt_dir, settings or {}, state) if ckpt_dir else None
@@ -182,19 +220,17 @@ def fit(
     )
   elif start < steps:
     rng = np.random.default_rng(start)  # a resumed run draws fresh batches
-    bar = progress(steps, initial=start, desc=desc) if desc else None
+    shown = progress(steps, initial=start, desc=desc) if desc else None
     started = time.perf_counter()
     for step in range(start + 1, steps + 1):
       params, opt_state, loss = train_step(params, opt_state, *next_batch(rng, step))
       losses.append(loss)
-      if bar:
-        bar.update()
-        if step % 10 == 0 or step == steps:
-          bar.set_postfix(loss=f'{float(loss):.4f}')
+      if shown:
+        shown.update(step, loss)
       if checkpoints and ((ckpt_every and step % ckpt_every == 0) or step == steps):
         checkpoints.save(step, {'params': params, 'opt_state': opt_state})
-    if bar:
-      bar.close()
+    if shown:
+      shown.close()
     if desc:
       print(f'trained steps {start + 1}..{steps} in {time.perf_counter() - started:.0f} s')
   if checkpoints:

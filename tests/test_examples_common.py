@@ -1,8 +1,8 @@
 """The examples' shared plumbing (examples/common.py, examples/install_hint.py), on toy states.
 
-A newcomer re-runs scripts and resumes with other flags: checkpoints say where they are and
-refuse what would mix two runs, `--resume` says what it resumed, and a missing optional package
-names the pip command that installs it.
+A newcomer re-runs scripts, resumes with other flags and reads CI logs: checkpoints say where
+they are and refuse what would mix two runs, `--resume` says what it resumed, progress in a log is
+a few lines, and a missing optional package names the pip command that installs it.
 """
 
 import pathlib
@@ -41,6 +41,39 @@ def toy_fit(steps, ckpt_dir=None, size=2, **kwargs):
   return common.fit(
     toy_step, params, opt_state, lambda rng, step: (1.0,), steps=steps, ckpt_dir=ckpt_dir, **kwargs
   )
+
+
+# --- progress (#15 E5) ---
+
+
+def progress_updates(captured):
+  """Every line or carriage-return update either stream received."""
+  return [part for part in re.split(r'[\r\n]+', captured.out + captured.err) if part.strip()]
+
+
+def test_progress_in_a_log_is_a_few_plain_lines(capsys):
+  """stdout and stderr are not terminals under pytest, as in CI: at most a line per 10%."""
+  assert not sys.stderr.isatty()
+  toy_fit(200)
+  updates = progress_updates(capsys.readouterr())
+  progress = [u for u in updates if u.startswith('train:')]
+  assert 5 <= len(progress) <= 11, updates
+  assert not any('|' in u for u in updates), updates  # no bar drawn into the log
+  assert re.match(r'train: step 200/200 \(100%\), loss \d\.\d{4}', progress[-1]), progress[-1]
+
+
+def test_progress_on_a_terminal_is_a_bar(monkeypatch, capsys):
+  monkeypatch.setattr(sys.stderr, 'isatty', lambda: True, raising=False)
+  monkeypatch.delenv('CI', raising=False)
+  bar = common.progress(10)
+  assert isinstance(bar, common.ProgressBar)
+  bar.close()
+
+
+def test_progress_with_ci_set_is_plain_lines(monkeypatch):
+  monkeypatch.setattr(sys.stderr, 'isatty', lambda: True, raising=False)
+  monkeypatch.setenv('CI', 'true')
+  assert isinstance(common.progress(10), common.ProgressLines)
 
 
 # --- checkpoints: where, re-runs, other settings (#15 E3) and what --resume did (#15 E4) ---
