@@ -16,15 +16,20 @@ import pathlib
 import sysconfig
 import time
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from common import fit
-from common import make_train_step
+import install_hint
 
-import jaxrnn
+try:  # the `examples` extra's packages; if one is missing, say how to install it
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from common import fit
+  from common import make_train_step
+
+  import jaxrnn
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error)
 
 # Tokens: tab, newline and printable ASCII; anything else reads as '?'.
 CHARS = '\t\n' + ''.join(chr(c) for c in range(32, 127))
@@ -135,6 +140,7 @@ def main():
     ckpt_dir=args.ckpt_dir,
     resume=args.resume,
     ckpt_every=args.ckpt_every,
+    settings=vars(args),
   )
 
   eval_loss = jax.jit(loss_fn)

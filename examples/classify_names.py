@@ -13,17 +13,24 @@ held-out accuracy and writes a confusion-matrix plot.
 import argparse
 import functools
 import importlib
+import os
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from common import fit
-from common import make_train_step
-from common import save_confusion_matrix
+import install_hint
 
-import jaxrnn
+try:  # the `examples` extra's packages; if one is missing, say how to install it
+  import faker.providers.person
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from common import fit
+  from common import make_train_step
+  from common import save_confusion_matrix
+
+  import jaxrnn
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error)
 
 # Faker locale -> language. Latin-script locales with a few hundred surnames each.
 LOCALES = {
@@ -44,7 +51,7 @@ def load_names(max_per_language=500, seed=0):
   """Returns ``(names, labels, languages)``: surnames found in exactly one locale."""
   by_language = {}
   for locale, language in LOCALES.items():
-    provider = importlib.import_module(f'faker.providers.person.{locale}').Provider
+    provider = importlib.import_module(f'{faker.providers.person.__name__}.{locale}').Provider
     by_language[language] = sorted(set(provider.last_names))
   counts = {}
   for names in by_language.values():
@@ -123,6 +130,7 @@ def main():
   parser.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
   parser.add_argument('--plot', default='confusion_names.png', help='where to write the confusion matrix')
   args = parser.parse_args()
+  install_hint.require('matplotlib')  # for the plot at the end
 
   data = NamesData()
   languages, train_index, test_index, batch = data.languages, data.train_index, data.test_index, data.batch
@@ -144,6 +152,7 @@ def main():
     ckpt_dir=args.ckpt_dir,
     resume=args.resume,
     ckpt_every=args.ckpt_every,
+    settings=vars(args),
   )
   predict = jax.jit(lambda params, chars, lengths: jnp.argmax(model.apply(params, chars, lengths), -1))
 
@@ -157,7 +166,7 @@ def main():
   save_confusion_matrix(
     targets, predictions, languages, args.plot, f'Surname language, held-out accuracy {accuracy:.1%}'
   )
-  print(f'wrote {args.plot}')
+  print(f'wrote {os.path.abspath(args.plot)}')
 
 
 if __name__ == '__main__':

@@ -11,17 +11,23 @@ cycle (the value 11 years earlier). Writes a plot of forecast vs truth.
 """
 
 import argparse
+import os
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-import statsmodels.api as sm
-from common import fit
-from common import make_train_step
+import install_hint
 
-import jaxrnn
+try:  # the `examples` extra's packages; if one is missing, say how to install it
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  import statsmodels.api as sm
+  from common import fit
+  from common import make_train_step
+
+  import jaxrnn
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error)
 
 SCALE = 100.0
 
@@ -54,6 +60,7 @@ def main():
   parser.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
   parser.add_argument('--plot', default='sunspots_forecast.png')
   args = parser.parse_args()
+  install_hint.require('matplotlib')  # for the plot at the end
 
   data = sm.datasets.sunspots.load_pandas().data
   years, values = data['YEAR'].to_numpy().astype(int), data['SUNACTIVITY'].to_numpy().astype(np.float32)
@@ -84,6 +91,7 @@ def main():
     steps=args.steps,
     ckpt_dir=args.ckpt_dir,
     resume=args.resume,
+    settings=vars(args),
   )
 
   @jax.jit
@@ -130,7 +138,7 @@ def main():
   ax.legend(loc='upper left', fontsize=8)
   ax.set_title(f'{args.horizon}-year recursive forecast from {forecast_years[0]}')
   fig.savefig(args.plot, dpi=100, bbox_inches='tight')
-  print(f'wrote {args.plot}')
+  print(f'wrote {os.path.abspath(args.plot)}')
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 
 The model is a 2-layer bidirectional LSTM with projection, batch_first, read
 with packed (ragged) sequences: every feature people get wrong when porting.
-Needs the torch extra: pip install 'jaxrnn[torch,examples]'.
+Needs the torch extra: python -m pip install -e '.[torch]' (from the repository's root).
 
     python examples/from_pytorch.py            # 200 training steps
     python examples/from_pytorch.py --steps 5  # smoke run
@@ -10,13 +10,18 @@ Needs the torch extra: pip install 'jaxrnn[torch,examples]'.
 
 import argparse
 
-import jax
-import numpy as np
-import torch
-from torch.nn.utils.rnn import pack_padded_sequence
-from torch.nn.utils.rnn import pad_packed_sequence
+import install_hint
 
-import jaxrnn
+try:  # the `torch` extra's packages; if one is missing, say how to install it
+  import jax
+  import numpy as np
+  import torch
+  from torch.nn.utils.rnn import pack_padded_sequence
+  from torch.nn.utils.rnn import pad_packed_sequence
+
+  import jaxrnn
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error, extra='torch')
 
 B, T, F = 16, 30, 4
 

@@ -11,13 +11,18 @@ the padding never reaches the model (try `--no-lengths` to see the difference).
 import argparse
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax import linen as nn
+import install_hint
 
-import jaxrnn
+try:  # the `examples` extra's packages; if one is missing, say how to install it
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from flax import linen as nn
+
+  import jaxrnn
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error)
 
 MAX_LEN = 16
 

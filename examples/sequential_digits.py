@@ -8,18 +8,24 @@ Prints the held-out accuracy (above 95% with the defaults) and plots misclassifi
 """
 
 import argparse
+import os
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from common import fit
-from common import make_train_step
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+import install_hint
 
-import jaxrnn
+try:  # the `examples` extra's packages; if one is missing, say how to install it
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from common import fit
+  from common import make_train_step
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+
+  import jaxrnn
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error)
 
 
 class RowReader(nn.Module):
@@ -40,6 +46,7 @@ def main():
   parser.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
   parser.add_argument('--plot', default='digits_errors.png')
   args = parser.parse_args()
+  install_hint.require('matplotlib')  # for the plot at the end
 
   digits = load_digits()
   images = (digits.images / 16.0).astype(np.float32)  # [N, 8 rows, 8 pixels]
@@ -67,6 +74,7 @@ def main():
     steps=args.steps,
     ckpt_dir=args.ckpt_dir,
     resume=args.resume,
+    settings=vars(args),
   )
 
   predictions = np.asarray(jnp.argmax(jax.jit(model.apply)(params, x_test), -1))
@@ -87,7 +95,7 @@ def main():
       ax.set_title(f'{y_test[i]} read as {predictions[i]}', fontsize=8)
   fig.suptitle(f'Misread digits (held-out accuracy {accuracy:.1%})')
   fig.savefig(args.plot, dpi=100, bbox_inches='tight')
-  print(f'wrote {args.plot}')
+  print(f'wrote {os.path.abspath(args.plot)}')
 
 
 if __name__ == '__main__':

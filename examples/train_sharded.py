@@ -15,20 +15,27 @@ import argparse
 import functools
 import time
 
-import jax
-import numpy as np
-import optax
-from classify_names import NameClassifier
-from classify_names import NamesData
-from classify_names import loss_fn
-from common import fit
-from common import make_train_step
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
+import install_hint
+
+try:  # the `examples` extra's packages; if one is missing, say how to install it
+  import jax
+  import numpy as np
+  import optax
+  from classify_names import NameClassifier
+  from classify_names import NamesData
+  from classify_names import loss_fn
+  from common import fit
+  from common import make_train_step
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+except ModuleNotFoundError as error:
+  install_hint.exit_if_optional(error)
 
 
-def train(data, num_devices, steps, batch_size, ckpt_dir=None, resume=False, show_progress=True):
-  """Returns the loss of every step, training on the first ``num_devices`` devices."""
+def train(
+  data, num_devices, steps, batch_size, ckpt_dir=None, resume=False, settings=None, show_progress=True
+):
+  """Returns the loss of every step and the held-out accuracy, training on the first ``num_devices`` devices."""
   mesh = jax.make_mesh(
     (num_devices,), ('data',), devices=jax.devices()[:num_devices], axis_types=(jax.sharding.AxisType.Auto,)
   )
@@ -51,6 +58,7 @@ def train(data, num_devices, steps, batch_size, ckpt_dir=None, resume=False, sho
     steps=steps,
     ckpt_dir=ckpt_dir,
     resume=resume,
+    settings=settings,
     desc=f'{num_devices} device(s)' if show_progress else None,
   )
   assert params['params']['GRU_0']['l0']['w_ih'].sharding.is_fully_replicated
@@ -82,7 +90,7 @@ def main():
     print(f'same loss trajectory on 1 and {devices} devices')
     return
   started = time.perf_counter()
-  losses, accuracy = train(data, devices, args.steps, args.batch_size, args.ckpt_dir, args.resume)
+  losses, accuracy = train(data, devices, args.steps, args.batch_size, args.ckpt_dir, args.resume, vars(args))
   print(f'trained in {time.perf_counter() - started:.0f} s; held-out accuracy {accuracy:.3f}')
 
 

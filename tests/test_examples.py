@@ -1,4 +1,4 @@
-"""Examples that make a claim a test can check."""
+"""Examples that make a claim a test can check, and that behave when a newcomer re-runs them."""
 
 import os
 import pathlib
@@ -10,16 +10,91 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).parent.parent / 'examples'
 
 
+def run_example(script, *args, env=None, block=None):
+  """Runs ``python script args`` in examples/ as a user would; ``block`` hides a module first."""
+  env = {**os.environ, 'MPLBACKEND': 'Agg', **(env or {})}
+  if block is None:
+    command = [sys.executable, script, *args]
+  else:  # `python script` with `block` uninstallable: sys.modules[name] = None fails its import
+    command = [
+      sys.executable,
+      '-c',
+      'import runpy, sys; '
+      f'sys.modules[{block!r}] = None; sys.path.insert(0, "."); sys.argv = {[script, *args]!r}; '
+      f'runpy.run_path({script!r}, run_name="__main__")',
+    ]
+  return subprocess.run(command, cwd=EXAMPLES, env=env, capture_output=True, text=True)
+
+
 def test_sharded_training_matches_one_device():
   """8 fake CPU devices, batch split over them: the same losses as 1 device."""
   pytest.importorskip('faker')
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
-  result = subprocess.run(
-    [sys.executable, 'train_sharded.py', '--check', '--steps', '4'],
-    cwd=EXAMPLES,
-    env=env,
-    capture_output=True,
-    text=True,
+  result = run_example(
+    'train_sharded.py',
+    '--check',
+    '--steps',
+    '4',
+    env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'},
   )
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'same loss trajectory on 1 and 8 devices' in result.stdout
+
+
+# The smallest char_lm there is: it needs only the `test` extra's packages.
+TINY_CHAR_LM = ('--hidden', '8', '--layers', '1', '--seq-len', '16', '--batch-size', '4')
+TINY_CHAR_LM += ('--max-chars', '20000', '--gen-len', '2', '--ckpt-every', '1')
+
+
+def test_checkpointing_example_refuses_to_mix_runs_and_says_what_it_resumed(tmp_path):
+  """#15 E3, E4 on a real script: where it writes, no silent skip, no orbax shape error."""
+  pytest.importorskip('optax')
+  pytest.importorskip('orbax.checkpoint')
+  ckpt = tmp_path / 'char_lm'
+
+  first = run_example('char_lm.py', '--steps', '2', '--ckpt-dir', str(ckpt), *TINY_CHAR_LM)
+  assert first.returncode == 0, first.stdout + first.stderr
+  assert f'checkpoints: {ckpt}' in first.stdout
+
+  again = run_example('char_lm.py', '--steps', '3', '--ckpt-dir', str(ckpt), *TINY_CHAR_LM)
+  assert again.returncode != 0 and 'Traceback' not in again.stderr, again.stderr
+  assert '--resume' in again.stderr and '--ckpt-dir' in again.stderr and str(ckpt) in again.stderr
+
+  other = run_example(
+    'char_lm.py', '--steps', '3', '--ckpt-dir', str(ckpt), '--resume', *TINY_CHAR_LM[2:], '--hidden', '16'
+  )
+  assert other.returncode != 0 and 'Traceback' not in other.stderr, other.stderr
+  assert '--hidden 8' in other.stderr and '--hidden 16' in other.stderr
+
+  done = run_example('char_lm.py', '--steps', '2', '--ckpt-dir', str(ckpt), '--resume', *TINY_CHAR_LM)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert 'resumed from step 2' in done.stdout
+  assert 'already reached step 2 (--steps 2): nothing to train' in done.stdout
+  assert 'trained steps' not in done.stdout
+
+
+# (script, a module it needs that an extra installs, extra to name, extra arguments)
+MISSING = [
+  ('classify_names.py', 'faker', 'examples', ()),
+  (
+    'classify_names.py',
+    'matplotlib',
+    'examples',
+    ('--steps', '1', '--ckpt-dir', '{tmp}', '--plot', '{tmp}/p.png'),
+  ),
+  ('sequential_digits.py', 'sklearn', 'examples', ()),
+  ('forecast_sunspots.py', 'statsmodels', 'examples', ()),
+  ('char_lm.py', 'optax', 'examples', ()),
+  ('train_sharded.py', 'orbax', 'examples', ()),
+  ('quickstart.py', 'optax', 'examples', ()),
+  ('from_pytorch.py', 'torch', 'torch', ()),
+]
+
+
+@pytest.mark.parametrize('script, module, extra, args', MISSING, ids=[f'{s}-{m}' for s, m, _, _ in MISSING])
+def test_example_without_its_extra_says_what_to_install(script, module, extra, args, tmp_path):
+  """#15 E6: the pip command and the missing package, not an ImportError traceback."""
+  result = run_example(script, *[arg.format(tmp=tmp_path) for arg in args], block=module)
+  assert result.returncode == 1, result.stdout + result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr
+  assert f"pip install -e '.[{extra}]'" in result.stderr
+  assert f"'{module}'" in result.stderr
