@@ -1,3 +1,4 @@
+import itertools
 import os
 import sys
 
@@ -24,6 +25,55 @@ KINDS = {
   'lstm_proj': ('LSTM', {'proj_size': 3}),
   'gru': ('GRU', {}),
 }
+
+
+# Test tiers. The default run (`python -m pytest`) deselects tests marked `slow` and must stay
+# under 4 minutes on the 2-core CI CPU; `python -m pytest -m slow` runs the rest (CI runs both).
+# Grids keep a fast representative of every pair of parameter values (`pairwise`) or of every
+# value (`each_value`) in the default run; single values and whole tests go to the slow tier
+# with `slow` or `@pytest.mark.slow`.
+
+
+def slow(*values):
+  """``pytest.param(*values)`` marked ``slow``: for a redundant value of a parametrised test."""
+  return pytest.param(*values, marks=pytest.mark.slow)
+
+
+def _cover(axes, strength):
+  """The full product of ``axes`` as ``pytest.param``s, those outside a covering set marked slow.
+
+  The covering set is chosen greedily, in product order, so that every choice of ``strength``
+  axes sees each combination of their values in at least one unmarked parameter set; among
+  equally good candidates, the one that also covers the most new combinations of one more
+  axis wins, so the default run's representatives differ from each other.
+  """
+  combos = list(itertools.product(*axes))
+  strengths = range(strength, min(strength + 1, len(axes)) + 1)
+
+  def keys(combo, s):
+    return {tuple((i, combo[i]) for i in subset) for subset in itertools.combinations(range(len(combo)), s)}
+
+  uncovered = {s: set().union(*(keys(c, s) for c in combos)) for s in strengths}
+  fast = set()
+  while uncovered[strength]:
+    best = max(range(len(combos)), key=lambda i: [len(keys(combos[i], s) & uncovered[s]) for s in strengths])
+    fast.add(best)
+    for s in strengths:
+      uncovered[s] -= keys(combos[best], s)
+  return [pytest.param(*c) if i in fast else slow(*c) for i, c in enumerate(combos)]
+
+
+def pairwise(*axes):
+  """The product of ``axes``; the default run keeps every pair of values of two axes (all-pairs).
+
+  For 5 x 2 x 2 x 2 x 2 values, 10 of the 80 combinations; the slow tier runs the other 70.
+  """
+  return _cover(axes, 2)
+
+
+def each_value(*axes):
+  """The product of ``axes``; the default run keeps every value of every axis at least once."""
+  return _cover(axes, 1)
 
 
 def _plain(tree):

@@ -26,6 +26,7 @@ def run_example(script, *args, env=None, block=None):
   return subprocess.run(command, cwd=EXAMPLES, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # two training runs in a subprocess; CI also runs the example itself
 def test_sharded_training_matches_one_device():
   """8 fake CPU devices, batch split over them: the same losses as 1 device."""
   pytest.importorskip('faker')

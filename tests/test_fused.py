@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_trees_close
+from conftest import each_value
 from conftest import make_layer
 from conftest import random_variables
+from conftest import slow
 
 from jaxrnn import LSTMState
 from jaxrnn._src.cells import CELL_KINDS
@@ -38,11 +40,15 @@ def float64_inputs(rng, kind):
   return jax.tree.map(jnp.asarray, (params, carry, xs, weights))
 
 
-@pytest.mark.parametrize('cell', sorted(CELL_KINDS))
-@pytest.mark.parametrize(('reverse', 'ragged'), [(False, True), (True, True), (True, False)])
-@pytest.mark.parametrize('options', [{}, {'hoist_input_projection': True}, {'checkpoint_every': 3}])
-def test_fused_equals_autodiff_float64(rng, cell, reverse, ragged, options):
+OPTIONS = {'checkpoint3': {'checkpoint_every': 3}, 'hoist': {'hoist_input_projection': True}, 'plain': {}}
+DIRECTIONS = {'reverse_ragged': (True, True), 'forward_ragged': (False, True), 'reverse_full': (True, False)}
+
+
+# The default run: each cell, direction and option once; the slow tier: all 36 combinations.
+@pytest.mark.parametrize('cell,direction,options', each_value(sorted(CELL_KINDS), DIRECTIONS, OPTIONS))
+def test_fused_equals_autodiff_float64(rng, cell, direction, options):
   kind = CELL_KINDS[cell]
+  (reverse, ragged), options = DIRECTIONS[direction], OPTIONS[options]
   with jax.enable_x64(True):
     params, carry, xs, weights = float64_inputs(rng, kind)
     lengths = jnp.asarray(LENGTHS) if ragged else None
@@ -63,7 +69,7 @@ def test_fused_equals_autodiff_float64(rng, cell, reverse, ragged, options):
     assert_trees_close(got, want, atol=1e-10)
 
 
-@pytest.mark.parametrize('every', [1, 2, 3, 7, 100])
+@pytest.mark.parametrize('every', [3, *map(slow, [1, 2, 7, 100])])
 def test_checkpoint_every_matches_plain_scan(rng, every):
   """Chunk sizes that divide T, do not, equal it and exceed it; with all-valid inputs."""
   kind = CELL_KINDS['lstm']
@@ -78,7 +84,7 @@ def test_checkpoint_every_matches_plain_scan(rng, every):
     assert_trees_close(jax.value_and_grad(loss)(params, every), want, atol=1e-10)
 
 
-@pytest.mark.parametrize('kind', ['lstm', 'gru', 'rnn_tanh'])
+@pytest.mark.parametrize('kind', ['lstm', slow('gru'), slow('rnn_tanh')])
 def test_layer_options_change_nothing_numerically(rng, kind):
   """The layers' speed/memory options give the same outputs, final carry and gradients."""
   x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
@@ -133,7 +139,7 @@ def test_bfloat16_weight_gradients_sum_in_float32_over_long_sequences(rng, fused
   assert float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want)) < 2e-2
 
 
-@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('fused', [True, slow(False)])
 def test_gradient_of_an_empty_time_axis(fused):
   """T = 0: the weights get zero gradients and the initial carry the identity."""
   layer = make_layer('gru', hidden_size=H, bidirectional=True, fused_backward=fused)

@@ -1,7 +1,6 @@
 """One-step decoding, streaming in chunks, generation under jit and jax.export."""
 
 import functools
-import itertools
 import pathlib
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import KINDS
 from conftest import assert_trees_close
+from conftest import each_value
 from conftest import make_layer
 from conftest import random_variables
 from flax import nnx
@@ -33,7 +33,7 @@ def random_carry(rng, layer, batch_shape=(B,)):
   return h
 
 
-@pytest.mark.parametrize('kind,num_layers', list(itertools.product(KINDS, [1, 3])))
+@pytest.mark.parametrize('kind,num_layers', each_value(list(KINDS), [1, 3]))
 def test_stepping_reproduces_the_sequence_call(rng, kind, num_layers):
   layer = make_layer(kind, hidden_size=H, num_layers=num_layers)
   variables = random_variables(layer, F, rng)
@@ -70,7 +70,7 @@ def test_initial_carry_needs_no_parameters():
   assert jaxrnn.nnx.GRU(2, 6, rngs=nnx.Rngs(0)).initial_carry((2, 3)).shape == (1, 2, 3, 6)
 
 
-@pytest.mark.parametrize('kind,num_layers,chunk', list(itertools.product(KINDS, [1, 3], [4, 5])))
+@pytest.mark.parametrize('kind,num_layers,chunk', each_value(list(KINDS), [1, 3], [4, 5]))
 def test_streaming_in_chunks_equals_one_call(rng, kind, num_layers, chunk):
   layer = make_layer(kind, hidden_size=H, num_layers=num_layers)
   variables = random_variables(layer, F, rng)
@@ -149,6 +149,7 @@ def make_generator(model, num_steps):
   return generate
 
 
+@pytest.mark.slow  # 20 eager sequence calls; default run: step == sequence call, sampling tests
 def test_greedy_generation_matches_a_python_loop(char_model):
   model, variables, prompts = char_model
   lengths = jnp.array([6, 2, 4, 1])

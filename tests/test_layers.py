@@ -1,7 +1,5 @@
 """Linen layers against the per-sequence NumPy oracle, and the SPEC §3 invariants."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +8,9 @@ from conftest import KINDS
 from conftest import assert_trees_close
 from conftest import assert_trees_equal
 from conftest import make_layer
+from conftest import pairwise
 from conftest import random_variables
+from conftest import slow
 from oracles import np_layer
 
 import jaxrnn
@@ -19,7 +19,7 @@ from jaxrnn import LSTMState
 B, T, F, H = 5, 6, 3, 4
 RAGGED = np.array([6, 0, 3, 1, 6])  # includes 0 and T
 
-GRID = list(itertools.product(KINDS, [1, 3], [False, True], [False, True], ['full', 'ragged']))
+GRID = pairwise(list(KINDS), [1, 3], [False, True], [False, True], ['full', 'ragged'])
 
 
 def random_carry(rng, layer, batch_shape):
@@ -74,6 +74,7 @@ def test_layer_matches_oracle_and_invariants(rng, kind, num_layers, bidirectiona
     np.testing.assert_array_equal(outputs[:, -1], h_n[-1])
 
 
+@pytest.mark.slow  # default run: test_properties (length 0 returns the default carry, zeros)
 @pytest.mark.parametrize('kind', list(KINDS))
 def test_default_initial_carry_is_zeros(rng, kind):
   layer = make_layer(kind, hidden_size=H, num_layers=2, bidirectional=True)
@@ -85,7 +86,7 @@ def test_default_initial_carry_is_zeros(rng, kind):
   assert_trees_equal(a, b)
 
 
-@pytest.mark.parametrize('time_major', [False, True])
+@pytest.mark.parametrize('time_major', [False, slow(True)])
 def test_several_batch_axes_equal_flattened_batch(rng, time_major):
   layer = make_layer('lstm_proj', hidden_size=H, num_layers=2, bidirectional=True, time_major=time_major)
   x = jnp.asarray(rng.normal(size=(2, 3, T, F)), jnp.float32)
@@ -131,7 +132,7 @@ def test_use_bias_false_and_custom_initializers():
   np.testing.assert_array_equal(variables['params']['l0']['w_hh'], 0.0)
 
 
-@pytest.mark.parametrize('kind', ['lstm', 'gru', 'rnn_tanh'])
+@pytest.mark.parametrize('kind', ['lstm', slow('gru'), slow('rnn_tanh')])
 def test_bfloat16_compute_close_to_float32(rng, kind):
   x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
   layer32 = make_layer(kind, hidden_size=H, num_layers=2, bidirectional=True)

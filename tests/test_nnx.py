@@ -1,7 +1,5 @@
 """NNX layers: equal to linen through the converters, and at home in NNX training code."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +8,10 @@ import pytest
 from conftest import KINDS
 from conftest import assert_trees_close
 from conftest import assert_trees_equal
+from conftest import each_value
 from conftest import make_layer
 from conftest import random_variables
+from conftest import slow
 from flax import nnx
 
 import jaxrnn
@@ -24,7 +24,7 @@ LENGTHS = np.array([6, 0, 3, 1])
 
 @pytest.mark.parametrize(
   'kind,num_layers,bidirectional,padding',
-  list(itertools.product(KINDS, [1, 3], [False, True], ['full', 'ragged'])),
+  each_value(list(KINDS), [1, 3], [False, True], ['full', 'ragged']),
 )
 def test_nnx_equals_linen(rng, kind, num_layers, bidirectional, padding):
   layer = make_layer(kind, hidden_size=H, num_layers=num_layers, bidirectional=bidirectional)
@@ -40,7 +40,7 @@ def test_nnx_equals_linen(rng, kind, num_layers, bidirectional, padding):
   assert_trees_equal(variables_back, variables)
 
 
-@pytest.mark.parametrize('kind', list(KINDS))
+@pytest.mark.parametrize('kind', ['lstm_proj', *map(slow, ['rnn_tanh', 'rnn_relu', 'lstm', 'gru'])])
 def test_same_names_shapes_and_init_as_linen(kind):
   cls, extra = KINDS[kind]
   module = getattr(jaxrnn.nnx, cls)(F, 16, num_layers=2, bidirectional=True, **extra, rngs=nnx.Rngs(0))
@@ -55,6 +55,7 @@ def test_same_names_shapes_and_init_as_linen(kind):
   assert state['l1_reverse']['w_ih'][...].shape == linen_params['l1_reverse']['w_ih'].shape
 
 
+@pytest.mark.slow  # default run: test_linen_to_nnx_keeps_dropout_working (train vs eval)
 def test_train_eval_and_dropout_stream(rng):
   module = jaxrnn.nnx.LSTM(F, H, num_layers=3, bidirectional=True, dropout=0.5, rngs=nnx.Rngs(0, dropout=1))
   layer, variables = nnx_to_linen(module)
@@ -116,6 +117,7 @@ def test_training_with_nnx_optimizer_lowers_the_loss(rng):
   assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow  # default run: test_nnx_equals_linen (forward), test_fused's NNX gradients
 def test_nnx_grad_matches_linen_grad(rng):
   layer = jaxrnn.LSTM(hidden_size=H, num_layers=2, bidirectional=True, proj_size=2)
   variables = random_variables(layer, F, rng)

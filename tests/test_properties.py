@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import KINDS
 from conftest import assert_trees_close
 from conftest import assert_trees_equal
@@ -63,6 +64,7 @@ def test_invariants_and_exact_zero_padding(case):
         assert np.all(np.asarray(leaf)[(slice(None), *index)] == 0)
 
 
+@pytest.mark.slow  # 3 compilations per example; default run: test_robustness's NaN padding test
 @given(cases(), st.integers(1, 4))
 def test_appending_padding_changes_nothing(case, extra):
   layer, variables, x, lengths = case
@@ -78,6 +80,7 @@ def test_appending_padding_changes_nothing(case, extra):
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.slow  # default run: test_layers' grid checks each sequence against its own oracle
 @given(cases(), st.randoms(use_true_random=False))
 def test_permuting_the_batch_permutes_the_results(case, random):
   layer, variables, x, lengths = case
@@ -93,6 +96,7 @@ def test_permuting_the_batch_permutes_the_results(case, random):
   )
 
 
+@pytest.mark.slow  # default run: test_layers' grid compares time-major layers with the oracle
 @given(cases())
 def test_time_major_is_the_transposed_batch_major(case):
   layer, variables, x, lengths = case
@@ -102,6 +106,7 @@ def test_time_major_is_the_transposed_batch_major(case):
   assert_trees_close((jaxrnn.to_batch_major(outputs_tm), final_tm), (outputs, final), atol=1e-6)
 
 
+@pytest.mark.slow  # default run: test_transforms (jit vs eager), test_layers (several batch axes)
 @settings(max_examples=6)  # eager mode compiles op by op: slow
 @given(cases())
 def test_jit_equals_eager_and_several_batch_axes_equal_one(case):

@@ -8,9 +8,10 @@ import pytest
 from conftest import assert_trees_equal
 from conftest import make_layer
 from conftest import random_variables
+from conftest import slow
 
 
-@pytest.mark.parametrize('kind', ['lstm', 'gru', 'rnn_tanh'])
+@pytest.mark.parametrize('kind', ['lstm', slow('gru'), slow('rnn_tanh')])
 def test_ten_thousand_steps_stay_finite_forward_and_backward(rng, kind):
   layer = make_layer(kind, hidden_size=8)
   variables = random_variables(layer, 3, rng, scale=1.0)
@@ -26,7 +27,7 @@ def test_ten_thousand_steps_stay_finite_forward_and_backward(rng, kind):
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize('kind', ['lstm', 'lstm_proj', 'gru', 'rnn_tanh'])
+@pytest.mark.parametrize('kind', ['lstm_proj', *map(slow, ['lstm', 'gru', 'rnn_tanh'])])
 def test_saturated_gates_give_no_nan(rng, kind):
   layer = make_layer(kind, hidden_size=4, num_layers=2, bidirectional=True)
   variables = random_variables(layer, 3, rng, scale=30.0)
@@ -59,6 +60,7 @@ def test_nan_and_inf_in_padding_are_never_read(rng):
   assert_trees_equal((dirty_value, dirty_grads), (clean_value, clean_grads))
 
 
+@pytest.mark.slow  # default run: test_dropout repeats per key, test_layers compares to oracles
 def test_same_inputs_and_keys_are_bit_identical(rng):
   layer = make_layer('gru', hidden_size=6, num_layers=3, bidirectional=True, dropout=0.3)
   x = jnp.asarray(rng.normal(size=(4, 7, 3)), jnp.float32)
@@ -72,6 +74,7 @@ def test_same_inputs_and_keys_are_bit_identical(rng):
   assert_trees_equal(run(), run())
 
 
+@pytest.mark.slow  # CI's example runs also save orbax checkpoints and resume from them
 def test_orbax_checkpoint_restores_bit_exactly(rng, tmp_path):
   layer = make_layer('lstm_proj', hidden_size=5, num_layers=2, bidirectional=True)
   variables = layer.init(jax.random.key(0), jnp.ones((1, 2, 3)))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import assert_trees_close
 from conftest import assert_trees_equal
+from conftest import slow
 from test_cells import CELLS
 from test_cells import as_jax
 from test_cells import random_params
@@ -60,7 +61,7 @@ def test_scan_matches_python_loop(rng, cell, reverse, hoist):
   assert_trees_equal(jax.tree.map(lambda a: a[0], got_carry), jax.tree.map(lambda a: a[0], carry))
 
 
-@pytest.mark.parametrize('cell', ['lstm', 'gru'])
+@pytest.mark.parametrize('cell', ['lstm', slow('gru')])
 def test_scan_without_lengths_is_full_length(rng, cell):
   params, carry, xs = inputs(rng, cell)
   full = jnp.full(B, T)
@@ -81,7 +82,9 @@ def test_reverse_scan_equals_flip_forward_flip(rng):
   np.testing.assert_allclose(got_ys, jaxrnn.reverse_padded(fwd_ys, lengths, time_axis=0), atol=1e-6)
 
 
-@pytest.mark.parametrize('option', [{'unroll': 3}, {'remat': True}, {'hoist_input_projection': True}])
+@pytest.mark.parametrize(
+  'option', [slow({'unroll': 3}), {'remat': True}, slow({'hoist_input_projection': True})]
+)
 def test_options_change_nothing_numerically(rng, option):
   params, carry, xs = inputs(rng, 'lstm')
   lengths = jnp.asarray(LENGTHS)

@@ -5,17 +5,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import KINDS
 from conftest import assert_trees_close
 from conftest import assert_trees_equal
 from conftest import make_layer
 from conftest import random_variables
+from conftest import slow
 
 B, T, F, H = 3, 5, 2, 4
 LENGTHS = np.array([5, 0, 2])
 
 
-@pytest.mark.parametrize('kind', list(KINDS))
+@pytest.mark.parametrize('kind', ['lstm_proj', *map(slow, ['rnn_tanh', 'rnn_relu', 'lstm', 'gru'])])
 def test_jit_equals_eager(rng, kind):
   layer = make_layer(kind, hidden_size=H, num_layers=2, bidirectional=True)
   x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
@@ -25,7 +25,7 @@ def test_jit_equals_eager(rng, kind):
   assert_trees_close(eager, jitted)
 
 
-@pytest.mark.parametrize('kind', list(KINDS))
+@pytest.mark.parametrize('kind', ['gru', *map(slow, ['rnn_tanh', 'rnn_relu', 'lstm', 'lstm_proj'])])
 def test_gradients_finite_and_padding_gets_none(rng, kind):
   layer = make_layer(kind, hidden_size=H, num_layers=2, bidirectional=True)
   x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
@@ -43,7 +43,7 @@ def test_gradients_finite_and_padding_gets_none(rng, kind):
   assert np.all(np.isfinite(x_grad))
 
 
-@pytest.mark.parametrize('kind', ['lstm_proj', 'gru', 'rnn_relu'])
+@pytest.mark.parametrize('kind', ['lstm_proj', slow('gru'), slow('rnn_relu')])
 def test_gradients_match_finite_differences_float64(rng, kind):
   layer = make_layer(kind, hidden_size=H, num_layers=2, bidirectional=True, dtype=jnp.float64)
   with jax.enable_x64(True):
@@ -59,6 +59,7 @@ def test_gradients_match_finite_differences_float64(rng, kind):
     jax.test_util.check_grads(loss, (variables, x), order=1, modes=['rev'], atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow  # default run: test_vmap_over_parameters, test_nnx's vmap over sequences
 def test_vmap_over_extra_leading_axis(rng):
   layer = make_layer('lstm', hidden_size=H, bidirectional=True)
   variables = random_variables(layer, F, rng)
