@@ -9,6 +9,7 @@ import pytest
 from conftest import assert_trees_close
 from conftest import make_layer
 from conftest import random_variables
+from conftest import slow
 
 from jaxrnn._src.scan import default_hoist_input_projection
 from jaxrnn._src.scan import default_unroll
@@ -28,13 +29,13 @@ def test_defaults_by_backend():
 GPU_DEFAULTS = {'unroll': 4, 'hoist_input_projection': True}
 
 
-CASES = [
-  ('lstm', GPU_DEFAULTS, False),
+CASES = [  # the slow tier has the other cells and options
+  slow('lstm', GPU_DEFAULTS, False),
   ('lstm', GPU_DEFAULTS, True),
-  ('lstm', {'unroll': 8, 'hoist_input_projection': False}, True),
-  ('lstm', {**GPU_DEFAULTS, 'checkpoint_every': 3}, False),  # T=7: a padded last chunk, no lengths
-  ('gru', GPU_DEFAULTS, True),
-  ('rnn_tanh', GPU_DEFAULTS, False),
+  slow('lstm', {'unroll': 8, 'hoist_input_projection': False}, True),
+  slow('lstm', {**GPU_DEFAULTS, 'checkpoint_every': 3}, False),  # T=7: a padded last chunk, no lengths
+  slow('gru', GPU_DEFAULTS, True),
+  slow('rnn_tanh', GPU_DEFAULTS, False),
 ]
 
 

@@ -46,6 +46,7 @@ TINY_CHAR_LM = ('--hidden', '8', '--layers', '1', '--seq-len', '16', '--batch-si
 TINY_CHAR_LM += ('--max-chars', '20000', '--gen-len', '2', '--ckpt-every', '1')
 
 
+@pytest.mark.slow  # four char_lm runs; CI's example runs also resume from a checkpoint
 def test_checkpointing_example_refuses_to_mix_runs_and_says_what_it_resumed(tmp_path):
   """#15 E3, E4 on a real script: where it writes, no silent skip, no orbax shape error."""
   pytest.importorskip('optax')
@@ -91,7 +92,15 @@ MISSING = [
 ]
 
 
-@pytest.mark.parametrize('script, module, extra, args', MISSING, ids=[f'{s}-{m}' for s, m, _, _ in MISSING])
+# The default run: one example per extra; the slow tier: every example.
+FAST_MISSING = [('classify_names.py', 'faker'), ('from_pytorch.py', 'torch')]
+
+
+@pytest.mark.parametrize(
+  'script, module, extra, args',
+  [case if case[:2] in FAST_MISSING else pytest.param(*case, marks=pytest.mark.slow) for case in MISSING],
+  ids=[f'{s}-{m}' for s, m, _, _ in MISSING],
+)
 def test_example_without_its_extra_says_what_to_install(script, module, extra, args, tmp_path):
   """#15 E6: the pip command and the missing package, not an ImportError traceback."""
   result = run_example(script, *[arg.format(tmp=tmp_path) for arg in args], block=module)

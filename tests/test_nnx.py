@@ -55,7 +55,6 @@ def test_same_names_shapes_and_init_as_linen(kind):
   assert state['l1_reverse']['w_ih'][...].shape == linen_params['l1_reverse']['w_ih'].shape
 
 
-@pytest.mark.slow  # default run: test_linen_to_nnx_keeps_dropout_working (train vs eval)
 def test_train_eval_and_dropout_stream(rng):
   module = jaxrnn.nnx.LSTM(F, H, num_layers=3, bidirectional=True, dropout=0.5, rngs=nnx.Rngs(0, dropout=1))
   layer, variables = nnx_to_linen(module)

@@ -60,7 +60,6 @@ def test_nan_and_inf_in_padding_are_never_read(rng):
   assert_trees_equal((dirty_value, dirty_grads), (clean_value, clean_grads))
 
 
-@pytest.mark.slow  # default run: test_dropout repeats per key, test_layers compares to oracles
 def test_same_inputs_and_keys_are_bit_identical(rng):
   layer = make_layer('gru', hidden_size=6, num_layers=3, bidirectional=True, dropout=0.3)
   x = jnp.asarray(rng.normal(size=(4, 7, 3)), jnp.float32)
@@ -74,7 +73,6 @@ def test_same_inputs_and_keys_are_bit_identical(rng):
   assert_trees_equal(run(), run())
 
 
-@pytest.mark.slow  # CI's example runs also save orbax checkpoints and resume from them
 def test_orbax_checkpoint_restores_bit_exactly(rng, tmp_path):
   layer = make_layer('lstm_proj', hidden_size=5, num_layers=2, bidirectional=True)
   variables = layer.init(jax.random.key(0), jnp.ones((1, 2, 3)))

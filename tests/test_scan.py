@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import assert_trees_close
 from conftest import assert_trees_equal
+from conftest import pairwise
 from conftest import slow
 from test_cells import CELLS
 from test_cells import as_jax
@@ -46,9 +47,7 @@ def run(cell, params, carry, xs, lengths, **kw):
   return jaxrnn.scan_layer(CELL_KINDS[cell].recurrence, params, carry, xs, lengths, **kw)
 
 
-@pytest.mark.parametrize('cell', list(CELLS))
-@pytest.mark.parametrize('reverse', [False, True])
-@pytest.mark.parametrize('hoist', [False, True])
+@pytest.mark.parametrize('cell,reverse,hoist', pairwise(list(CELLS), [False, True], [False, True]))
 def test_scan_matches_python_loop(rng, cell, reverse, hoist):
   params, carry, xs = inputs(rng, cell)
   want_carry, want_ys = python_loop(cell, params, carry, xs, LENGTHS, reverse)
