@@ -284,3 +284,23 @@ def test_bfloat16_state_dicts_convert_exactly():
   np.testing.assert_array_equal(
     np.asarray(w_ih, np.float32), module.weight_ih_l0_reverse.detach().float().numpy().T
   )
+
+
+@pytest.mark.parametrize(
+  ('cell', 'carry', 'x', 'message'),
+  [
+    (jaxrnn.gru_cell, jnp.zeros((5, 2)), jnp.ones((5, 4)), r'`x` must have shape \[..., F\] with F = 3'),
+    (jaxrnn.rnn_tanh_cell, jnp.zeros((4, 2)), jnp.ones((5, 3)), r'`carry` \(h\) must have shape \[5, 2\]'),
+    (
+      jaxrnn.lstm_cell,
+      (jnp.zeros((5, 2)), jnp.zeros((5, 3))),
+      jnp.ones((5, 3)),
+      r'`carry.c` must have shape \[5, 2\]',
+    ),
+  ],
+)
+def test_cells_name_mismatched_arguments(rng, cell, carry, x, message):
+  """A7: the cells failed inside dot_general or broadcasting."""
+  gates = {jaxrnn.gru_cell: 3, jaxrnn.rnn_tanh_cell: 1, jaxrnn.lstm_cell: 4}[cell]
+  with pytest.raises(ValueError, match=message):
+    cell(_params(rng, gates=gates), carry, x)

@@ -189,6 +189,26 @@ def gru_recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, 
   return _gru_pointwise(carry, gx, recurrent_sum(params, carry))
 
 
+def _check_step_args(params: CellParams, h: Array, x: Array, c: Array | None = None) -> None:
+  """Names a mismatched argument before ``dot_general`` or broadcasting fails on it (trace time)."""
+  x_shape, h_shape = tuple(jnp.shape(x)), tuple(jnp.shape(h))
+  if x_shape[-1:] != params.w_ih.shape[:1]:
+    raise ValueError(
+      f'`x` must have shape [..., F] with F = {params.w_ih.shape[0]} (w_ih is {list(params.w_ih.shape)}), got {x_shape}.'
+    )
+  if h_shape[-1:] != params.w_hh.shape[:1] or h_shape[:-1] != x_shape[:-1]:
+    raise ValueError(
+      f'`carry` (h) must have shape {list(x_shape[:-1]) + [params.w_hh.shape[0]]} (the batch shape of `x`, '
+      f'then H_out = w_hh.shape[0]), got {h_shape}.'
+    )
+  if c is not None:
+    hidden = params.w_hh.shape[1] // 4
+    if tuple(jnp.shape(c)) != x_shape[:-1] + (hidden,):
+      raise ValueError(
+        f'`carry.c` must have shape {list(x_shape[:-1]) + [hidden]}, got {tuple(jnp.shape(c))}.'
+      )
+
+
 def rnn_tanh_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Array]:
   """Returns ``(h', h')`` of one Elman step, ``h' = tanh(x w_ih + b_ih + h w_hh + b_hh)``.
 
@@ -205,6 +225,7 @@ def rnn_tanh_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Ar
     >>> h.round(4)
     Array([0.2913, 0.2913], dtype=float32)
   """
+  _check_step_args(params, carry, x)
   return _tanh_recurrence(params, carry, project_input(params, x))
 
 
@@ -213,6 +234,7 @@ def rnn_relu_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Ar
 
   Shapes as in [`rnn_tanh_cell`][jaxrnn.rnn_tanh_cell].
   """
+  _check_step_args(params, carry, x)
   return _relu_recurrence(params, carry, project_input(params, x))
 
 
@@ -234,7 +256,9 @@ def lstm_cell(params: CellParams, carry: LSTMState, x: Array) -> tuple[LSTMState
     >>> new_state.c  # all gates at sigmoid(0) = 0.5, g = tanh(0) = 0
     Array([0.5, 0.5], dtype=float32)
   """
-  return lstm_recurrence(params, LSTMState(*carry), project_input(params, x))
+  carry = LSTMState(*carry)
+  _check_step_args(params, carry.h, x, carry.c)
+  return lstm_recurrence(params, carry, project_input(params, x))
 
 
 def gru_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Array]:
@@ -245,6 +269,7 @@ def gru_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Array]:
     carry: ``h: [..., H]``.
     x: ``[..., F]``.
   """
+  _check_step_args(params, carry, x)
   return gru_recurrence(params, carry, project_input(params, x))
 
 
