@@ -124,7 +124,7 @@ def check_scan_args(carry, xs, seq_lengths) -> Array | None:
   """Checks ``scan_layer``'s arguments on entry; returns ``seq_lengths`` as an int32 array or None.
 
   ``xs: [T, *batch, F]``; every carry leaf and ``seq_lengths`` must have the batch shape.
-  Concrete lengths outside ``[0, T]`` raise; traced ones are used as given.
+  Concrete lengths outside ``[0, T]`` raise; traced ones are clipped to ``[0, T]``.
   """
   if not hasattr(xs, 'shape') or xs.ndim < 2:
     raise ValueError(f'`xs` must have shape [T, *batch, F], got {getattr(xs, "shape", type(xs).__name__)}.')
@@ -138,21 +138,16 @@ def check_scan_args(carry, xs, seq_lengths) -> Array | None:
       )
   if seq_lengths is None:
     return None
-  seq_lengths = _as_array(seq_lengths)
-  if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
-    raise TypeError(f'`seq_lengths` must be integers, got dtype {seq_lengths.dtype}.')
-  if tuple(np.shape(seq_lengths)) != batch_shape:
+  shape = tuple(np.shape(seq_lengths))
+  if shape != batch_shape:
     raise ValueError(
       f'`seq_lengths` must have shape {batch_shape}, the batch shape of `xs` {tuple(xs.shape)} '
-      f'([T, *batch, F]), got shape {tuple(np.shape(seq_lengths))}.'
+      f'([T, *batch, F]), got shape {shape}.'
     )
-  if not isinstance(seq_lengths, jax.core.Tracer):
-    values = np.asarray(seq_lengths)
-    if values.size and (values.min() < 0 or values.max() > xs.shape[0]):
-      raise ValueError(
-        f'`seq_lengths` must lie in [0, T] = [0, {xs.shape[0]}], got values in [{values.min()}, {values.max()}].'
-      )
-  return jnp.asarray(seq_lengths)
+  # dtype and range: the layers' own check
+  return check_seq_lengths(
+    seq_lengths, batch_shape, xs.shape[0], xs.shape, True, arg='xs', layout='[T, *batch, F]'
+  )
 
 
 def _check_carry_array(name: str, value, shape, dtype, letters: str) -> Array:
