@@ -1,4 +1,4 @@
-"""jaxrnn: recurrent networks (Elman RNN, LSTM, GRU) for JAX and Flax, exact to PyTorch."""
+"""jaxrnn: recurrent networks (Elman RNN, LSTM, GRU and any cell) for JAX and Flax, exact to PyTorch."""
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
@@ -15,6 +15,7 @@ from jaxrnn._src.init import torch_uniform
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
 from jaxrnn._src.linen_layers import RNN
+from jaxrnn._src.linen_layers import Recurrent
 from jaxrnn._src.masking import lengths_to_mask
 from jaxrnn._src.masking import mask_to_lengths
 from jaxrnn._src.masking import pad_sequences
@@ -22,6 +23,10 @@ from jaxrnn._src.masking import reverse_padded
 from jaxrnn._src.masking import to_batch_major
 from jaxrnn._src.masking import to_time_major
 from jaxrnn._src.scan import scan_layer
+from jaxrnn._src.torch_cells import ElmanCell
+from jaxrnn._src.torch_cells import GRUCell
+from jaxrnn._src.torch_cells import LSTMCell
+from jaxrnn._src.types import Cell
 from jaxrnn._src.types import CellParams
 from jaxrnn._src.types import LSTMState
 
@@ -31,11 +36,16 @@ except PackageNotFoundError:  # running from a source tree that is not installed
   __version__ = '0.0.0+unknown'
 
 __all__ = [
+  'Cell',
   'CellParams',
+  'ElmanCell',
   'GRU',
+  'GRUCell',
   'LSTM',
+  'LSTMCell',
   'LSTMState',
   'RNN',
+  'Recurrent',
   'generate',
   'gru_cell',
   'interop',

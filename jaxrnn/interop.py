@@ -5,8 +5,8 @@
 ``nnx_to_linen`` move a layer and its parameters between Flax's two APIs.
 """
 
-from jaxrnn._src.nnx_layers import linen_to_nnx
-from jaxrnn._src.nnx_layers import nnx_to_linen
+from jaxrnn._src.flax_interop import linen_to_nnx
+from jaxrnn._src.flax_interop import nnx_to_linen
 from jaxrnn._src.torch_interop import from_state_dict
 from jaxrnn._src.torch_interop import from_torch
 from jaxrnn._src.torch_interop import to_state_dict

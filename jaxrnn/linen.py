@@ -3,5 +3,6 @@
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
 from jaxrnn._src.linen_layers import RNN
+from jaxrnn._src.linen_layers import Recurrent
 
-__all__ = ['GRU', 'LSTM', 'RNN']
+__all__ = ['GRU', 'LSTM', 'RNN', 'Recurrent']

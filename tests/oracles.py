@@ -50,7 +50,7 @@ def np_layer(config, params, x, lengths, carry0):
   x = np.asarray(x, np.float64)
   B, T, _ = x.shape
   L, D, Hout = config.num_layers, config.num_directions, config.output_size
-  lstm = config.cell == 'lstm'
+  lstm = config.cell.name == 'lstm'
   lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
   outputs = np.zeros((B, T, D * Hout))
   final_h = np.zeros((L * D, B, Hout))
@@ -65,7 +65,7 @@ def np_layer(config, params, x, lengths, carry0):
         ys = np.zeros((len(seq), Hout))
         order = range(len(seq)) if d == 0 else reversed(range(len(seq)))
         for t in order:
-          carry, ys[t] = np_cell(config.cell, params[config.param_names[row]], carry, seq[t])
+          carry, ys[t] = np_cell(config.cell.name, params[config.param_names[row]], carry, seq[t])
         if lstm:
           final_h[row, b], final_c[row, b] = carry
         else:

@@ -26,7 +26,7 @@ B, T, F, H = 3, 11, 4, 5
 def random_carry(rng, layer, batch_shape=(B,)):
   config = layer.config
   h = jnp.asarray(rng.normal(size=(config.num_layers, *batch_shape, config.output_size)), jnp.float32)
-  if config.cell == 'lstm':
+  if config.cell.name == 'lstm':
     return jaxrnn.LSTMState(
       h, jnp.asarray(rng.normal(size=(config.num_layers, *batch_shape, H)), jnp.float32)
     )

@@ -26,7 +26,7 @@ def random_carry(rng, layer, batch_shape):
   config = layer.config
   rows = config.num_layers * config.num_directions
   h = jnp.asarray(rng.normal(size=(rows, *batch_shape, config.output_size)), jnp.float32)
-  if config.cell == 'lstm':
+  if config.cell.name == 'lstm':
     return LSTMState(h, jnp.asarray(rng.normal(size=(rows, *batch_shape, H)), jnp.float32))
   return h
 
@@ -48,14 +48,14 @@ def test_layer_matches_oracle_and_invariants(rng, kind, num_layers, bidirectiona
   config = layer.config
   L, D, Hout = num_layers, config.num_directions, config.output_size
   assert outputs.shape == (B, T, D * Hout)
-  h_n = final.h if config.cell == 'lstm' else final
+  h_n = final.h if config.cell.name == 'lstm' else final
   assert h_n.shape == (L * D, B, Hout)
-  if config.cell == 'lstm':
+  if config.cell.name == 'lstm':
     assert isinstance(final, LSTMState) and final.c.shape == (L * D, B, H)
 
   # Numbers: the per-sequence Python loop in float64.
   params = jax.tree.map(np.asarray, variables['params'])
-  np_carry0 = tuple(map(np.asarray, carry0)) if config.cell == 'lstm' else np.asarray(carry0)
+  np_carry0 = tuple(map(np.asarray, carry0)) if config.cell.name == 'lstm' else np.asarray(carry0)
   want_out, want_final = np_layer(config, params, x, lengths, np_carry0)
   assert_trees_close((outputs, final), (want_out, want_final), atol=2e-5)
 

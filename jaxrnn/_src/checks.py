@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,19 +15,29 @@ from jaxrnn._src.types import Carry
 from jaxrnn._src.types import LSTMState
 
 
-def _layout(time_major: bool) -> str:
-  return '[T, *batch, F] (time_major=True)' if time_major else '[*batch, T, F] (time_major=False)'
+def _layout(time_major: bool, feature_ndim: int = 1) -> str:
+  features = 'F' if feature_ndim == 1 else '*features'
+  if time_major:
+    return f'[T, *batch, {features}] (time_major=True)'
+  return f'[*batch, T, {features}] (time_major=False)'
 
 
-def check_inputs(inputs, time_major: bool) -> tuple[Array, tuple[int, ...], int, int]:
-  """Returns ``(inputs, batch_shape, T, F)`` after checking rank and dtype."""
+def check_inputs(
+  inputs, time_major: bool, feature_ndim: int = 1
+) -> tuple[Array, tuple[int, ...], int, object]:
+  """Returns ``(inputs, batch_shape, T, F)`` after checking rank and dtype.
+
+  ``F`` is the last axis, or the tuple of the last ``feature_ndim`` axes when
+  ``feature_ndim > 1``.
+  """
+  layout = _layout(time_major, feature_ndim)
   if not hasattr(inputs, 'shape') or not hasattr(inputs, 'dtype'):
-    raise TypeError(f'`inputs` must be an array of shape {_layout(time_major)}, got {type(inputs).__name__}.')
+    raise TypeError(f'`inputs` must be an array of shape {layout}, got {type(inputs).__name__}.')
   inputs = jnp.asarray(inputs)
-  if inputs.ndim < 3:
+  if inputs.ndim < 2 + feature_ndim:
     raise ValueError(
-      f'`inputs` must have shape {_layout(time_major)} with at least one batch axis: '
-      f'expected rank >= 3, got shape {inputs.shape}. For a single sequence add a batch '
+      f'`inputs` must have shape {layout} with at least one batch axis: '
+      f'expected rank >= {2 + feature_ndim}, got shape {inputs.shape}. For a single sequence add a batch '
       'axis, e.g. `inputs[None]`.'
     )
   if not jnp.issubdtype(inputs.dtype, jnp.floating):
@@ -33,11 +45,35 @@ def check_inputs(inputs, time_major: bool) -> tuple[Array, tuple[int, ...], int,
       f'`inputs` must be floating point, got dtype {inputs.dtype}. For token ids, embed them '
       'first (e.g. with nn.Embed).'
     )
+  leading = inputs.shape[: inputs.ndim - feature_ndim]
   if time_major:
-    batch_shape, num_steps = inputs.shape[1:-1], inputs.shape[0]
+    batch_shape, num_steps = leading[1:], leading[0]
   else:
-    batch_shape, num_steps = inputs.shape[:-2], inputs.shape[-2]
-  return inputs, batch_shape, num_steps, inputs.shape[-1]
+    batch_shape, num_steps = leading[:-1], leading[-1]
+  features = inputs.shape[-1] if feature_ndim == 1 else tuple(inputs.shape[-feature_ndim:])
+  return inputs, batch_shape, num_steps, features
+
+
+def check_params_fit(config: LayerConfig, params, in_features, arg: str = 'inputs') -> None:
+  """Raises ValueError when the first layer's ``params`` were made for other input features.
+
+  Built-in cells name ``w_ih``; any other cell is compared with the shapes its
+  ``init`` gives for ``in_features`` (traced only, nothing is computed).
+  """
+  group = config.param_names[0]
+  w_ih = params.get('w_ih') if isinstance(params, Mapping) else getattr(params, 'w_ih', None)
+  if w_ih is not None and hasattr(config.cell, 'param_specs'):
+    check_features(in_features, w_ih.shape[0], f'w_ih of {group} is {list(w_ih.shape)}', arg)
+    return
+  expected = jax.eval_shape(lambda key: config.cell.init(key, in_features), jax.random.key(0))
+  expected_shapes = jax.tree.map(lambda a: tuple(a.shape), expected)
+  actual_shapes = jax.tree.map(lambda a: tuple(np.shape(a)), params)
+  if expected_shapes != actual_shapes:
+    raise ValueError(
+      f'`{arg}` has features {in_features} (its last {config.feature_ndim} axes), but the parameters '
+      f'of {group} do not fit them: {type(config.cell).__name__}.init gives {expected_shapes} for these '
+      f'features, the parameters have {actual_shapes}.'
+    )
 
 
 def _as_array(value):
@@ -120,21 +156,23 @@ def check_seq_lengths(
   return jnp.asarray(values, jnp.int32)
 
 
-def check_scan_args(carry, xs, seq_lengths) -> Array | None:
+def check_scan_args(carry, xs, seq_lengths, feature_ndim: int = 1) -> Array | None:
   """Checks ``scan_layer``'s arguments on entry; returns ``seq_lengths`` as an int32 array or None.
 
-  ``xs: [T, *batch, F]``; every carry leaf and ``seq_lengths`` must have the batch shape.
-  Concrete lengths outside ``[0, T]`` raise; traced ones are clipped to ``[0, T]``.
+  ``xs: [T, *batch, *features]`` with ``feature_ndim`` feature axes; every carry
+  leaf and ``seq_lengths`` must have the batch shape. Concrete lengths outside
+  ``[0, T]`` raise; traced ones are clipped to ``[0, T]``.
   """
-  if not hasattr(xs, 'shape') or xs.ndim < 2:
-    raise ValueError(f'`xs` must have shape [T, *batch, F], got {getattr(xs, "shape", type(xs).__name__)}.')
-  batch_shape = tuple(xs.shape[1:-1])
+  layout = '[T, *batch, F]' if feature_ndim == 1 else '[T, *batch, *features]'
+  if not hasattr(xs, 'shape') or xs.ndim < 1 + feature_ndim:
+    raise ValueError(f'`xs` must have shape {layout}, got {getattr(xs, "shape", type(xs).__name__)}.')
+  batch_shape = tuple(xs.shape[1 : xs.ndim - feature_ndim])
   for path, leaf in jax.tree_util.tree_leaves_with_path(carry):
     shape = tuple(np.shape(leaf))
     if shape[: len(batch_shape)] != batch_shape:
       raise ValueError(
         f'`carry{jax.tree_util.keystr(path)}` must have leading batch shape {batch_shape} of `xs` '
-        f'{tuple(xs.shape)} ([T, *batch, F]), got shape {shape}.'
+        f'{tuple(xs.shape)} ({layout}), got shape {shape}.'
       )
   if seq_lengths is None:
     return None
@@ -142,12 +180,10 @@ def check_scan_args(carry, xs, seq_lengths) -> Array | None:
   if shape != batch_shape:
     raise ValueError(
       f'`seq_lengths` must have shape {batch_shape}, the batch shape of `xs` {tuple(xs.shape)} '
-      f'([T, *batch, F]), got shape {shape}.'
+      f'({layout}), got shape {shape}.'
     )
   # dtype and range: the layers' own check
-  return check_seq_lengths(
-    seq_lengths, batch_shape, xs.shape[0], xs.shape, True, arg='xs', layout='[T, *batch, F]'
-  )
+  return check_seq_lengths(seq_lengths, batch_shape, xs.shape[0], xs.shape, True, arg='xs', layout=layout)
 
 
 def _check_carry_array(name: str, value, shape, dtype, letters: str) -> Array:
@@ -175,9 +211,10 @@ def check_initial_carry(
 
   ``arg`` is the argument's name in error messages.
   """
-  rows = config.num_layers * config.num_directions
-  h_shape = (rows, *batch_shape, config.output_size)
-  if config.kind.has_cell_state:
+  from jaxrnn._src.compose import zeros_carry  # compose imports this module
+
+  expected = jax.eval_shape(lambda: zeros_carry(config, batch_shape, dtype))
+  if isinstance(expected, LSTMState):
     if (
       hasattr(initial_carry, 'shape')
       or not isinstance(initial_carry, (tuple, list))
@@ -190,14 +227,29 @@ def check_initial_carry(
       )
       raise TypeError(f'`{arg}` of an LSTM must be LSTMState(h, c) or a (h, c) tuple, got {got}.')
     h, c = initial_carry
-    c_shape = (rows, *batch_shape, config.hidden_size)
     return LSTMState(
-      _check_carry_array(f'{arg}.h', h, h_shape, dtype, 'H_out'),
-      _check_carry_array(f'{arg}.c', c, c_shape, dtype, 'H'),
+      _check_carry_array(f'{arg}.h', h, expected.h.shape, dtype, 'H_out'),
+      _check_carry_array(f'{arg}.c', c, expected.c.shape, dtype, 'H'),
     )
-  if isinstance(initial_carry, (tuple, list)):
+  if isinstance(expected, jax.ShapeDtypeStruct):
+    if isinstance(initial_carry, (tuple, list)):
+      raise TypeError(
+        f'`{arg}` of {type(config.cell).__name__} must be a single array h of shape {expected.shape}, '
+        f'got a {type(initial_carry).__name__} of {len(initial_carry)} items.'
+      )
+    return _check_carry_array(arg, initial_carry, expected.shape, expected.dtype, 'H_out')
+  # Any other cell: the same pytree as its zeros, every leaf [L*D, *batch, ...].
+  structure = jax.tree.structure(expected)
+  if jax.tree.structure(initial_carry) != structure:
     raise TypeError(
-      f'`{arg}` of {config.cell} must be a single array h of shape {h_shape}, '
-      f'got a {type(initial_carry).__name__} of {len(initial_carry)} items.'
+      f'`{arg}` must have the structure of `layer.initial_carry(batch_shape)`, {structure}, '
+      f'got {jax.tree.structure(initial_carry)}.'
     )
-  return _check_carry_array(arg, initial_carry, h_shape, dtype, 'H_out')
+  paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(expected)]
+  leaves = [
+    _check_carry_array(f'{arg}{path}', value, want.shape, want.dtype, '...')
+    for path, value, want in zip(
+      paths, jax.tree.leaves(initial_carry), jax.tree.leaves(expected), strict=True
+    )
+  ]
+  return jax.tree.unflatten(structure, leaves)

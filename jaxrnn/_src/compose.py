@@ -15,31 +15,40 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import checks
-from jaxrnn._src.cells import accumulation_dtype
 from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.scan import default_hoist_input_projection
 from jaxrnn._src.scan import default_unroll
 from jaxrnn._src.scan import fused_scan_layer
 from jaxrnn._src.scan import refuse_forward_mode
 from jaxrnn._src.scan import scan_layer
+from jaxrnn._src.torch_cells import as_cell_params
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
-from jaxrnn._src.types import CellParams
-from jaxrnn._src.types import LSTMState
 
 
 def zeros_carry(config: LayerConfig, batch_shape: Sequence[int], dtype=jnp.float32) -> Carry:
-  """Returns the all-zeros carry ``[L*D, *batch, H_out]`` (``LSTMState`` for LSTM)."""
-  rows = config.num_layers * config.num_directions
-  h = jnp.zeros((rows, *batch_shape, config.output_size), dtype)
-  if config.kind.has_cell_state:
-    return LSTMState(h, jnp.zeros((rows, *batch_shape, config.hidden_size), dtype))
-  return h
+  """Returns the all-zeros carry, every leaf ``[L*D, *batch, ...]`` (``LSTMState`` for LSTM)."""
+  rows = [
+    config.row_cell(row).initial_carry(tuple(batch_shape), dtype)
+    for row in range(config.num_layers * config.num_directions)
+  ]
+  try:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *rows)
+  except ValueError as error:  # a backward cell whose carry differs from the forward one's
+    raise ValueError(
+      f'the forward and backward cells must have carries of the same structure and shapes: {error}'
+    ) from None
 
 
-def compute_dtype(inputs: Array, params: Sequence[CellParams], dtype=None) -> jnp.dtype:
+def _floating(tree) -> list[Array]:
+  return [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+
+
+def compute_dtype(inputs: Array, params: Sequence, dtype=None) -> jnp.dtype:
   """Returns ``dtype``, or when None the promotion of the inputs' and parameters' dtypes."""
-  return jnp.dtype(jnp.result_type(inputs.dtype, params[0].w_ih.dtype) if dtype is None else dtype)
+  if dtype is not None:
+    return jnp.dtype(dtype)
+  return jnp.dtype(jnp.result_type(inputs.dtype, *(leaf.dtype for leaf in _floating(params[0]))))
 
 
 def dropout(rng: Array, rate: float, x: Array) -> Array:
@@ -50,7 +59,7 @@ def dropout(rng: Array, rate: float, x: Array) -> Array:
 
 def run_stack(
   config: LayerConfig,
-  params: Sequence[CellParams],
+  params: Sequence,
   xs: Array,
   seq_lengths: Array | None,
   carry: Carry,
@@ -59,44 +68,80 @@ def run_stack(
 ) -> tuple[Array, Carry]:
   """Returns ``(ys, final_carry)`` of the whole stack on time-major inputs.
 
+  Each layer and direction runs on the fastest path its cell allows: the fused
+  backward when the cell has a ``fused_kind``, the masked loop with the input
+  projection hoisted or not when it has ``project_input``, and otherwise the
+  masked loop over the cell itself (autodiff), with the same guarantees.
+
   Args:
-    config: the layer's hyper-parameters.
+    config: the layer's cells and options.
     params: ``L*D`` cell parameters, index ``layer*D + direction``.
-    xs: ``[T, B, F]``.
+    xs: ``[T, B, *features]``.
     seq_lengths: ``[B]`` integers in ``[0, T]`` or ``None``.
     carry: leaves ``[L*D, B, ...]``, in the carry-row order of ``params``.
     dropout_rng: a key to drop outputs of every layer but the last; ``None``
       for no dropout.
 
   Returns:
-    ys: ``[T, B, D*H_out]``, the last layer's outputs, forward half first.
+    ys: ``[T, B, ..., D*H_out]``, the last layer's outputs, forward half first.
     final_carry: leaves ``[L*D, B, ...]``, row ``layer*D + direction``.
   """
-  kind = config.kind
   directions = config.num_directions
   hoist = config.hoist_input_projection
   if hoist is None:
     hoist = default_hoist_input_projection()
-  if kind.has_cell_state:  # the cell state accumulates in (at least) float32
-    carry = LSTMState(carry.h, carry.c.astype(accumulation_dtype(carry.c.dtype)))
+  fused = config.use_fused_backward
+  options = dict(
+    unroll=default_unroll() if config.unroll is None else config.unroll,
+    checkpoint_every=config.checkpoint_every,
+  )
 
   finals = []
   for layer in range(config.num_layers):
     outputs = []
     for direction in range(directions):
       row = layer * directions + direction
-      options = dict(
-        reverse=direction == 1,
-        hoist_input_projection=hoist,
-        unroll=default_unroll() if config.unroll is None else config.unroll,
-        checkpoint_every=config.checkpoint_every,
-      )
+      cell = config.row_cell(row)
       carry_row = jax.tree.map(operator.itemgetter(row), carry)
-      if config.use_fused_backward:
-        final, ys = fused_scan_layer(kind, params[row], carry_row, xs, seq_lengths, **options)
+      if hasattr(cell, 'widen_carry'):  # e.g. the LSTM cell state accumulates in float32
+        carry_row = cell.widen_carry(carry_row)
+      reverse = direction == 1
+      if fused:
+        final, ys = fused_scan_layer(
+          cell.fused_kind,
+          as_cell_params(params[row]),
+          carry_row,
+          xs,
+          seq_lengths,
+          reverse=reverse,
+          hoist_input_projection=hoist,
+          **options,
+        )
+      elif hasattr(cell, 'project_input'):
+        final, ys = scan_layer(
+          cell.recurrence,
+          params[row],
+          carry_row,
+          xs,
+          seq_lengths,
+          reverse=reverse,
+          input_projection=cell.project_input,
+          hoist_input_projection=hoist,
+          remat=config.remat,
+          **options,
+        )
       else:
         final, ys = scan_layer(
-          kind.recurrence, params[row], carry_row, xs, seq_lengths, remat=config.remat, **options
+          cell,
+          params[row],
+          carry_row,
+          xs,
+          seq_lengths,
+          reverse=reverse,
+          input_projection=None,
+          feature_ndim=config.feature_ndim,
+          remat=config.remat,
+          **options,
         )
       finals.append(final)
       outputs.append(ys)
@@ -105,12 +150,16 @@ def run_stack(
       xs = dropout(jax.random.fold_in(dropout_rng, layer), config.dropout, xs)
 
   final_carry = jax.tree.map(lambda *leaves: jnp.stack(leaves), *finals)
-  return xs, jax.tree.map(lambda leaf: leaf.astype(xs.dtype), final_carry)
+  return xs, jax.tree.map(lambda leaf: _cast_floating(leaf, xs.dtype), final_carry)
+
+
+def _cast_floating(leaf: Array, dtype) -> Array:
+  return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
 
 def apply_layers(
   config: LayerConfig,
-  params: Sequence[CellParams],
+  params: Sequence,
   inputs: Array,
   seq_lengths: Array | None = None,
   initial_carry: Carry | None = None,
@@ -138,10 +187,10 @@ def apply_layers(
     final_carry: ``[L*D, *batch, H_out]`` (``LSTMState`` with
       ``c: [L*D, *batch, H]`` for LSTM).
   """
-  inputs, batch_shape, num_steps, in_features = checks.check_inputs(inputs, config.time_major)
-  checks.check_features(
-    in_features, params[0].w_ih.shape[0], f'w_ih of {config.param_names[0]} is {list(params[0].w_ih.shape)}'
+  inputs, batch_shape, num_steps, in_features = checks.check_inputs(
+    inputs, config.time_major, config.feature_ndim
   )
+  checks.check_params_fit(config, params[0], in_features)
   dtype = compute_dtype(inputs, params, dtype)
   seq_lengths = checks.check_seq_lengths(seq_lengths, batch_shape, num_steps, inputs.shape, config.time_major)
   if initial_carry is None:
@@ -163,35 +212,41 @@ def apply_layers(
 
 def _run_checked(config, dtype, params, inputs, seq_lengths, carry, dropout_rng):
   """The part of ``apply_layers`` after its checks."""
+  feature_ndim = config.feature_ndim
+  features = inputs.shape[inputs.ndim - feature_ndim :]
   if config.time_major:
-    num_steps, batch_shape = inputs.shape[0], inputs.shape[1:-1]
+    num_steps, batch_shape = inputs.shape[0], inputs.shape[1 : inputs.ndim - feature_ndim]
   else:
-    num_steps, batch_shape = inputs.shape[-2], inputs.shape[:-2]
-  in_features = inputs.shape[-1]
+    num_steps, batch_shape = inputs.shape[-1 - feature_ndim], inputs.shape[: inputs.ndim - feature_ndim - 1]
   batch_size = math.prod(batch_shape)
   xs = inputs.astype(dtype)
   if config.time_major:
-    xs = xs.reshape(num_steps, batch_size, in_features)
+    xs = xs.reshape(num_steps, batch_size, *features)
   else:
-    xs = jnp.swapaxes(xs.reshape(batch_size, num_steps, in_features), 0, 1)
-  params = [jax.tree.map(lambda w: jnp.asarray(w, dtype), p) for p in params]
-  carry = jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[0], batch_size, leaf.shape[-1]), carry)
+    xs = jnp.swapaxes(xs.reshape(batch_size, num_steps, *features), 0, 1)
+  params = [jax.tree.map(lambda w: _cast_floating(jnp.asarray(w), dtype), p) for p in params]
+  # Carry leaves [L*D, *batch, ...] -> [L*D, B, ...]: the loops see one batch axis.
+  batch_ndim = len(batch_shape)
+  carry = jax.tree.map(
+    lambda leaf: leaf.reshape(leaf.shape[0], batch_size, *leaf.shape[1 + batch_ndim :]), carry
+  )
   if seq_lengths is not None:
     seq_lengths = seq_lengths.reshape(batch_size)
     # Padding is never read: zero it once, so that NaN or inf there cannot reach the
     # gradients through the masked-out branch (0 * inf). Later layers read outputs,
     # which are already zero at padding.
     valid = jnp.arange(num_steps)[:, None] < seq_lengths[None, :]
-    xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))
+    xs = jnp.where(valid.reshape(valid.shape + (1,) * feature_ndim), xs, jnp.zeros_like(xs))
 
   ys, final_carry = run_stack(config, params, xs, seq_lengths, carry, dropout_rng=dropout_rng)
 
+  out_features = ys.shape[2:]
   if config.time_major:
-    outputs = ys.reshape(num_steps, *batch_shape, ys.shape[-1])
+    outputs = ys.reshape(num_steps, *batch_shape, *out_features)
   else:
-    outputs = jnp.swapaxes(ys, 0, 1).reshape(*batch_shape, num_steps, ys.shape[-1])
+    outputs = jnp.swapaxes(ys, 0, 1).reshape(*batch_shape, num_steps, *out_features)
   final_carry = jax.tree.map(
-    lambda leaf: leaf.reshape(leaf.shape[0], *batch_shape, leaf.shape[-1]), final_carry
+    lambda leaf: leaf.reshape(leaf.shape[0], *batch_shape, *leaf.shape[2:]), final_carry
   )
   return outputs, final_carry
 
@@ -206,7 +261,7 @@ _run_checked_eagerly = jax.jit(_run_checked, static_argnums=(0, 1))
 
 def step_layers(
   config: LayerConfig,
-  params: Sequence[CellParams],
+  params: Sequence,
   x_t: Array,
   carry: Carry | None = None,
   *,
@@ -234,19 +289,20 @@ def step_layers(
       '`step` needs a unidirectional layer: the backward direction of a bidirectional layer '
       'reads the whole sequence first. Call the layer on the sequence instead.'
     )
-  if not hasattr(x_t, 'ndim') or x_t.ndim < 2:
+  feature_ndim = config.feature_ndim
+  features = 'F' if feature_ndim == 1 else '*features'
+  if not hasattr(x_t, 'ndim') or x_t.ndim < 1 + feature_ndim:
     raise ValueError(
-      f'`x_t` must have shape [*batch, F] with at least one batch axis, got shape {getattr(x_t, "shape", x_t)}.'
+      f'`x_t` must have shape [*batch, {features}] with at least one batch axis, got shape '
+      f'{getattr(x_t, "shape", x_t)}.'
     )
   if not jnp.issubdtype(x_t.dtype, jnp.floating):
     raise TypeError(f'`x_t` must be floating point, got dtype {x_t.dtype}.')
-  expected = params[0].w_ih.shape[0]
-  checks.check_features(
-    x_t.shape[-1], expected, f'w_ih of {config.param_names[0]} is {list(params[0].w_ih.shape)}', 'x_t'
-  )
+  in_features = x_t.shape[-1] if feature_ndim == 1 else tuple(x_t.shape[-feature_ndim:])
+  checks.check_params_fit(config, params[0], in_features, 'x_t')
   if carry is not None:
     carry = checks.check_initial_carry(
-      carry, config, x_t.shape[:-1], compute_dtype(x_t, params, dtype), 'carry'
+      carry, config, x_t.shape[: x_t.ndim - feature_ndim], compute_dtype(x_t, params, dtype), 'carry'
     )
   # One step is a sequence of length one: the very same code path as the sequence call.
   one_step = dataclasses.replace(config, time_major=True)

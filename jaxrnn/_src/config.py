@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-
-from jaxrnn._src.cells import CELL_KINDS
-from jaxrnn._src.cells import CellKind
 
 
 def check_bool(name: str, value, optional: bool = False) -> None:
@@ -44,22 +42,55 @@ def _check_int(name: str, value, minimum: int) -> None:
     raise ValueError(f'`{name}` must be >= {minimum}, got {value}.')
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerConfig:
-  """Hyper-parameters of a (stacked, maybe bidirectional) recurrent layer.
+def _describe_cell(cell) -> str:
+  return type(cell).__name__
 
-  Parameters of layer ``k`` are named ``l{k}`` (forward) and ``l{k}_reverse``
-  (backward), as in PyTorch's ``weight_ih_l{k}_reverse``.
+
+def check_cell(cell, arg: str = 'cell') -> None:
+  """Raises unless ``cell`` follows the cell protocol (SPEC §10), naming what it lacks."""
+  if hasattr(cell, 'apply') and hasattr(cell, 'init_with_output'):  # a flax.linen module
+    raise TypeError(
+      f'`{arg}` is a flax.linen module ({type(cell).__name__}): wrap it as '
+      f'`jaxrnn.linen.FlaxCell({type(cell).__name__}(...))` to run it under jaxrnn.'
+    )
+  missing = [name for name in ('output_size', 'init', 'initial_carry') if not hasattr(cell, name)]
+  if not callable(cell):
+    missing.append('__call__')
+  if missing:
+    raise TypeError(
+      f'`{arg}` must be a cell (SPEC §10: output_size, init, initial_carry, __call__), got '
+      f'{type(cell).__name__} {cell!r}, which lacks {missing}.'
+    )
+  try:
+    hash(cell)
+  except TypeError:
+    raise TypeError(
+      f'`{arg}` must be hashable (a frozen dataclass holding hyper-parameters), got an unhashable '
+      f'{type(cell).__name__}: the layers pass it to jax.jit as a static argument.'
+    ) from None
+  size = cell.output_size
+  if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+    raise TypeError(f'`{arg}.output_size` must be a positive int, got {size!r}.')
+  ndim = getattr(cell, 'feature_ndim', 1)
+  if isinstance(ndim, bool) or not isinstance(ndim, numbers.Integral) or ndim < 1:
+    raise TypeError(f'`{arg}.feature_ndim` must be a positive int, got {ndim!r}.')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LayerOptions:
+  """Options of a recurrent layer that do not depend on its cell.
+
+  The one list of them: the linen layers' fields, the NNX layers' keyword
+  arguments and ``LayerConfig`` are all made from it, so adding an option is
+  one edit here (``tests/test_open_cells.py`` checks that they agree).
   """
 
-  cell: str
-  hidden_size: int
   num_layers: int = 1
   bidirectional: bool = False
   time_major: bool = False
   dropout: float = 0.0
-  use_bias: bool = True
-  proj_size: int = 0
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
   unroll: int | None = None
   remat: bool = False
   checkpoint_every: int = 0
@@ -67,15 +98,13 @@ class LayerConfig:
   fused_backward: bool | None = None
 
   def __post_init__(self):
-    if self.cell not in CELL_KINDS:
-      raise ValueError(f'unknown cell {self.cell!r}; expected one of {sorted(CELL_KINDS)}.')
-    for name in ('bidirectional', 'time_major', 'use_bias', 'remat'):
+    for name in ('bidirectional', 'time_major', 'remat'):
       check_bool(name, getattr(self, name))
     for name in ('hoist_input_projection', 'fused_backward'):
       check_bool(name, getattr(self, name), optional=True)
-    _check_int('hidden_size', self.hidden_size, 1)
+    check_float_dtype('dtype', self.dtype, optional=True)
+    check_float_dtype('param_dtype', self.param_dtype)
     _check_int('num_layers', self.num_layers, 1)
-    _check_int('proj_size', self.proj_size, 0)
     if self.unroll is not None:
       _check_int('unroll', self.unroll, 1)
     _check_int('checkpoint_every', self.checkpoint_every, 0)
@@ -84,35 +113,89 @@ class LayerConfig:
         '`remat=True` and `checkpoint_every` are two ways to save memory; choose one '
         f'(got remat=True, checkpoint_every={self.checkpoint_every}).'
       )
-    if self.fused_backward and (self.proj_size or self.remat):
-      raise ValueError(
-        '`fused_backward=True` does not support '
-        + ('`proj_size`' if self.proj_size else '`remat=True` (use `checkpoint_every`)')
-        + '; leave `fused_backward=None` to choose automatically.'
-      )
-    if self.proj_size and self.cell != 'lstm':
-      raise ValueError(
-        f'`proj_size` is only supported by LSTM, got proj_size={self.proj_size} for {self.cell}.'
-      )
-    if self.proj_size >= self.hidden_size:
-      raise ValueError(
-        f'`proj_size` must be smaller than `hidden_size` ({self.hidden_size}), got {self.proj_size}.'
-      )
     if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
       raise TypeError(f'`dropout` must be a float in [0, 1), got {self.dropout!r}.')
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f'`dropout` must be in [0, 1), got {self.dropout}.')
 
+
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(LayerOptions))
+OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LayerOptions)}
+
+
+def options_of(obj) -> dict[str, Any]:
+  """Returns ``{name: obj.name}`` for every layer option."""
+  return {name: getattr(obj, name) for name in OPTION_NAMES}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LayerConfig(LayerOptions):
+  """A (stacked, maybe bidirectional) recurrent layer: its cell(s) and options, validated once.
+
+  Parameters of layer ``k`` are named ``l{k}`` (forward) and ``l{k}_reverse``
+  (backward), as in PyTorch's ``weight_ih_l{k}_reverse``.
+
+  Attributes:
+    cell: the cell of every layer and direction (SPEC §10).
+    backward_cell: the backward direction's cell of a bidirectional layer;
+      ``None`` uses ``cell``. It must have ``cell``'s output size and carry.
+  """
+
+  cell: Any
+  backward_cell: Any = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_cell(self.cell)
+    if self.backward_cell is not None:
+      check_cell(self.backward_cell, 'backward_cell')
+      if not self.bidirectional:
+        raise ValueError('`backward_cell` needs `bidirectional=True`.')
+      if self.backward_cell.output_size != self.cell.output_size:
+        raise ValueError(
+          f'`backward_cell.output_size` must equal `cell.output_size` ({self.cell.output_size}): both '
+          f'directions are stacked in one carry, got {self.backward_cell.output_size}.'
+        )
+      if getattr(self.backward_cell, 'feature_ndim', 1) != self.feature_ndim:
+        raise ValueError('`backward_cell.feature_ndim` must equal `cell.feature_ndim`.')
+    if self.fused_backward:
+      blocker = None
+      if self.remat:
+        blocker = '`remat=True` (use `checkpoint_every`)'
+      elif getattr(self.cell, 'proj_size', 0):
+        blocker = '`proj_size`'
+      else:
+        lacking = [c for c in self.cells if getattr(c, 'fused_kind', None) is None]
+        if lacking:
+          blocker = f'{_describe_cell(lacking[0])} (it has no `fused_kind` hook)'
+      if blocker:
+        raise ValueError(
+          f'`fused_backward=True` does not support {blocker}; leave `fused_backward=None` to choose '
+          'automatically.'
+        )
+
+  @property
+  def cells(self) -> tuple:
+    """The distinct cells of the layer: ``(cell,)`` or ``(cell, backward_cell)``."""
+    return (self.cell,) if self.backward_cell is None else (self.cell, self.backward_cell)
+
+  def row_cell(self, row: int):
+    """Returns the cell of carry row ``row = layer*D + direction``."""
+    if self.backward_cell is not None and row % self.num_directions == 1:
+      return self.backward_cell
+    return self.cell
+
   @property
   def use_fused_backward(self) -> bool:
     """Whether the loop runs with the hand-written backward pass (``fused_backward``)."""
     if self.fused_backward is None:
-      return not (self.proj_size or self.remat)
+      return not self.remat and all(getattr(c, 'fused_kind', None) is not None for c in self.cells)
     return self.fused_backward
 
   @property
-  def kind(self) -> CellKind:
-    return CELL_KINDS[self.cell]
+  def feature_ndim(self) -> int:
+    """Trailing feature axes of the inputs (1 for vectors)."""
+    return getattr(self.cell, 'feature_ndim', 1)
 
   @property
   def num_directions(self) -> int:
@@ -121,8 +204,13 @@ class LayerConfig:
 
   @property
   def output_size(self) -> int:
-    """``H_out``: ``proj_size`` if set, else ``hidden_size``."""
-    return self.proj_size or self.hidden_size
+    """``H_out``, the cell's output size (``proj_size`` if set, else ``hidden_size``, for LSTM)."""
+    return self.cell.output_size
+
+  @property
+  def hidden_size(self) -> int:
+    """``H`` of a built-in cell."""
+    return self.cell.hidden_size
 
   @property
   def param_names(self) -> list[str]:
@@ -130,16 +218,15 @@ class LayerConfig:
     suffixes = ('', '_reverse')[: self.num_directions]
     return [f'l{k}{s}' for k in range(self.num_layers) for s in suffixes]
 
-  def weight_shapes(self, layer: int, in_features: int) -> dict[str, tuple[int, ...]]:
-    """Returns the shape of each weight of layer ``layer`` (one direction).
+  def layer_features(self, layer: int, in_features):
+    """Returns the features layer ``layer`` reads: ``in_features`` for layer 0, else ``D * H_out``
+    (on the last feature axis when ``feature_ndim > 1``)."""
+    if layer == 0:
+      return in_features
+    width = self.num_directions * self.output_size
+    return (*tuple(in_features)[:-1], width) if self.feature_ndim > 1 else width
 
-    Layer 0 reads ``F = in_features``; layer ``k > 0`` reads ``D * H_out``.
-    """
-    features = in_features if layer == 0 else self.num_directions * self.output_size
-    gates = self.kind.num_gates * self.hidden_size
-    shapes = {'w_ih': (features, gates), 'w_hh': (self.output_size, gates)}
-    if self.use_bias:
-      shapes.update(b_ih=(gates,), b_hh=(gates,))
-    if self.proj_size:
-      shapes['w_hr'] = (self.hidden_size, self.proj_size)
-    return shapes
+  def weight_shapes(self, layer: int, in_features) -> dict[str, tuple[int, ...]]:
+    """Returns the shape of each weight of layer ``layer`` (one direction) of a built-in cell."""
+    specs = self.cell.param_specs(self.layer_features(layer, in_features))
+    return {name: shape for name, (shape, _) in specs.items()}

@@ -2,66 +2,61 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 from typing import ClassVar
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from jaxrnn._src.checks import check_features
 from jaxrnn._src.checks import check_inputs
+from jaxrnn._src.checks import check_params_fit
 from jaxrnn._src.compose import apply_layers
 from jaxrnn._src.compose import step_layers
 from jaxrnn._src.fields import LayerFields
-from jaxrnn._src.init import weight_initializers
+from jaxrnn._src.fields import option_fields
+from jaxrnn._src.fields import preset_fields
+from jaxrnn._src.torch_cells import ElmanCell
+from jaxrnn._src.torch_cells import GRUCell
+from jaxrnn._src.torch_cells import LSTMCell
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
-from jaxrnn._src.types import CellParams
+from jaxrnn._src.types import Cell
 
 Initializer = Callable[..., Array]
 
 
 class _CellWeights(nn.Module):
-  """Declares one layer-direction's weights (shapes from ``LayerConfig.weight_shapes``)."""
+  """Declares one layer-direction's weights, one parameter per name (a cell's ``param_specs``)."""
 
-  shapes: dict
-  initializers: dict
+  specs: dict
   param_dtype: Any
 
   @nn.compact
-  def __call__(self) -> CellParams:
-    return CellParams(
-      **{
-        name: self.param(name, self.initializers[name], shape, self.param_dtype)
-        for name, shape in self.shapes.items()
-      }
-    )
+  def __call__(self) -> dict:
+    return {
+      name: self.param(name, init, shape, self.param_dtype) for name, (shape, init) in self.specs.items()
+    }
 
 
-class _RecurrentLayer(LayerFields, nn.Module):
-  """Shared fields and call of ``RNN``, ``LSTM`` and ``GRU``."""
-
-  hidden_size: int
-  num_layers: int = 1
-  bidirectional: bool = False
-  time_major: bool = False
-  dropout: float = 0.0
-  use_bias: bool = True
-  dtype: Any | None = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Initializer | None = None
-  recurrent_kernel_init: Initializer | None = None
-  bias_init: Initializer | None = None
-  unroll: int | None = None
-  remat: bool = False
-  checkpoint_every: int = 0
-  hoist_input_projection: bool | None = None
-  fused_backward: bool | None = None
+class _Layer(LayerFields, option_fields, nn.Module):
+  """Shared call and ``step`` of ``Recurrent`` and the presets ``RNN``, ``LSTM``, ``GRU``."""
 
   def __post_init__(self):
     super().__post_init__()
     self.config  # noqa: B018  (validates the hyper-parameters at construction)
+
+  def _declare_params(self, config, in_features) -> list:
+    """Declares (at ``init``) or reads the ``L*D`` parameter groups ``l0``, ``l0_reverse``, ..."""
+    params = []
+    for row, name in enumerate(config.param_names):
+      cell = config.row_cell(row)
+      features = config.layer_features(row // config.num_directions, in_features)
+      if hasattr(cell, 'param_specs'):  # one named parameter per weight: params['l0']['w_ih']
+        params.append(_CellWeights(cell.param_specs(features), self.param_dtype, name=name)())
+      else:  # the cell's own pytree: params['l0']
+        params.append(self.param(name, cell.init, features, self.param_dtype))
+    return params
 
   @nn.compact
   def __call__(
@@ -75,7 +70,8 @@ class _RecurrentLayer(LayerFields, nn.Module):
     """Returns ``(outputs, final_carry)``.
 
     Args:
-      inputs: ``[*batch, T, F]``, or ``[T, *batch, F]`` when ``time_major``.
+      inputs: ``[*batch, T, F]``, or ``[T, *batch, F]`` when ``time_major``
+        (``F`` stands for the cell's ``feature_ndim`` feature axes).
       seq_lengths: integers ``[*batch]`` in ``[0, T]``; ``None`` means all ``T``.
       initial_carry: shaped like ``final_carry``; ``None`` means zeros.
       deterministic: if False, apply dropout between layers (``'dropout'`` rng).
@@ -87,26 +83,15 @@ class _RecurrentLayer(LayerFields, nn.Module):
       final_carry: the state of every layer and direction after its last valid
         step, ``[L*D, *batch, H_out]``, row ``layer*D + direction``. For LSTM an
         [`LSTMState`][jaxrnn.LSTMState] ``(h, c)`` with ``c: [L*D, *batch, H]``,
-        which unpacks like PyTorch's ``(h_n, c_n)``.
+        which unpacks like PyTorch's ``(h_n, c_n)``; for any cell its carry
+        with every leaf stacked ``[L*D, *batch, ...]``.
     """
     config = self.config
-    _, _, _, in_features = check_inputs(inputs, config.time_major)
+    _, _, _, in_features = check_inputs(inputs, config.time_major, config.feature_ndim)
     name = config.param_names[0]
     if self.has_variable('params', name):  # before Flax's own, less clear shape error
-      w_ih = self.get_variable('params', name)['w_ih']
-      check_features(in_features, w_ih.shape[0], f"params['{name}']['w_ih'] {list(w_ih.shape)}")
-    initializers = weight_initializers(
-      self.hidden_size, self.kernel_init, self.recurrent_kernel_init, self.bias_init
-    )
-    params = [
-      _CellWeights(
-        shapes=config.weight_shapes(row // config.num_directions, in_features),
-        initializers=initializers,
-        param_dtype=self.param_dtype,
-        name=name,
-      )()
-      for row, name in enumerate(config.param_names)
-    ]
+      check_params_fit(config, self.get_variable('params', name), in_features)
+    params = self._declare_params(config, in_features)
     rng = None
     if not deterministic and config.dropout > 0 and config.num_layers > 1:
       rng = self.make_rng('dropout')
@@ -142,11 +127,50 @@ class _RecurrentLayer(LayerFields, nn.Module):
       raise ValueError(
         '`step` needs initialized parameters: pass the variables of `layer.init(key, inputs)`.'
       )
-    params = [CellParams(**self.get_variable('params', name)) for name in config.param_names]
+    params = [self.get_variable('params', name) for name in config.param_names]
     return step_layers(config, params, x_t, carry, dtype=self.dtype)
 
 
-class RNN(_RecurrentLayer):
+class Recurrent(_Layer):
+  """Any cell as a recurrent layer: stacked, bidirectional, padded (SPEC §10).
+
+  Runs ``cell`` (a built-in such as [`LSTMCell`][jaxrnn.LSTMCell], a user's
+  own cell written against the [`Cell`][jaxrnn.Cell] protocol, or a Flax cell
+  through [`FlaxCell`][jaxrnn.linen.FlaxCell]) with every guarantee of the
+  presets: padding never read and exact zeros there, the carry of each
+  sequence's last valid step (the initial carry for length 0), a backward
+  direction that starts at each sequence's own last element, any number of
+  batch axes, ``step`` and streaming. Cells with hooks run on the faster paths
+  (hoisted projection, fused backward); others on autodiff.
+
+  Attributes:
+    cell: the cell of every layer and direction.
+    backward_cell: the backward direction's cell when ``bidirectional`` (as
+      Flax's ``nn.Bidirectional`` allows); ``None`` uses ``cell``. Same output
+      size and carry shapes as ``cell``.
+    num_layers, bidirectional, time_major, dropout, dtype, param_dtype,
+      unroll, remat, checkpoint_every, hoist_input_projection, fused_backward:
+      as for [`RNN`][jaxrnn.RNN] (keyword-only).
+
+  Parameters are ``params['l0']``, ``params['l0_reverse']``, ...: the tree of
+  the cell's ``init`` for layer 0, which reads ``F`` features; layer ``k > 0``
+  reads ``D * H_out``. Built-in cells name each weight, as the presets do.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxrnn
+    >>> layer = jaxrnn.Recurrent(jaxrnn.GRUCell(8), num_layers=2, bidirectional=True)
+    >>> x, lengths = jnp.ones((3, 5, 2)), jnp.array([5, 2, 0])
+    >>> variables = layer.init(jax.random.key(0), x, lengths)
+    >>> outputs, final_carry = layer.apply(variables, x, lengths)
+    >>> outputs.shape, final_carry.shape
+    ((3, 5, 16), (4, 3, 8))
+  """
+
+  cell: Cell
+  backward_cell: Cell | None = dataclasses.field(default=None, kw_only=True)
+
+
+class RNN(preset_fields(ElmanCell), _Layer):
   """Elman RNN layer, like ``torch.nn.RNN``: ``h' = act(x w_ih + b_ih + h w_hh + b_hh)``.
 
   Attributes:
@@ -190,11 +214,10 @@ class RNN(_RecurrentLayer):
     ((3, 5, 4), (2, 3, 4))
   """
 
-  nonlinearity: str = 'tanh'
-  cell_family: ClassVar[str] = 'rnn'
+  cell_type: ClassVar[type] = ElmanCell
 
 
-class LSTM(_RecurrentLayer):
+class LSTM(preset_fields(LSTMCell), _Layer):
   """LSTM layer, like ``torch.nn.LSTM`` (gates ``i, f, g, o``, optional projection).
 
   Attributes are those of [`RNN`][jaxrnn.RNN] (without ``nonlinearity``) plus
@@ -220,11 +243,10 @@ class LSTM(_RecurrentLayer):
     True
   """
 
-  proj_size: int = 0
-  cell_family: ClassVar[str] = 'lstm'
+  cell_type: ClassVar[type] = LSTMCell
 
 
-class GRU(_RecurrentLayer):
+class GRU(preset_fields(GRUCell), _Layer):
   """GRU layer, like ``torch.nn.GRU`` (gates ``r, z, n``, reset after the recurrent matmul).
 
   Attributes are those of [`RNN`][jaxrnn.RNN] without ``nonlinearity``.
@@ -240,4 +262,4 @@ class GRU(_RecurrentLayer):
     ((6, 2, 8), (1, 2, 8))
   """
 
-  cell_family: ClassVar[str] = 'gru'
+  cell_type: ClassVar[type] = GRUCell

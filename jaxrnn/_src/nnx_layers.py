@@ -2,40 +2,50 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from collections.abc import Mapping
+import inspect
 from typing import Any
 from typing import ClassVar
 
-import jax.numpy as jnp
-import numpy as np
+import jax
 from flax import nnx
 
-from jaxrnn._src import linen_layers
 from jaxrnn._src.compose import apply_layers
 from jaxrnn._src.compose import step_layers
+from jaxrnn._src.config import OPTION_DEFAULTS
+from jaxrnn._src.config import OPTION_NAMES
 from jaxrnn._src.config import check_bool
+from jaxrnn._src.config import check_cell
 from jaxrnn._src.fields import LayerFields
-from jaxrnn._src.init import weight_initializers
+from jaxrnn._src.fields import cell_field_defaults
+from jaxrnn._src.fields import cell_field_names
+from jaxrnn._src.fields import split_preset_kwargs
+from jaxrnn._src.torch_cells import ElmanCell
+from jaxrnn._src.torch_cells import GRUCell
+from jaxrnn._src.torch_cells import LSTMCell
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
-from jaxrnn._src.types import CellParams
-
-Initializer = Callable[..., Array]
 
 
 class _CellWeights(nnx.Module):
-  """One layer-direction's weights as ``nnx.Param`` attributes ``w_ih``, ``w_hh``, ..."""
+  """One layer-direction's weights as ``nnx.Param`` attributes ``w_ih``, ``w_hh``, ... (``param_specs``)."""
 
-  def __init__(self, shapes: dict, initializers: dict, param_dtype, rngs: nnx.Rngs):
-    for name, shape in shapes.items():
-      setattr(self, name, nnx.Param(initializers[name](rngs.params(), shape, param_dtype)))
+  def __init__(self, specs: dict, param_dtype, rngs: nnx.Rngs):
+    self.names = tuple(specs)
+    for name, (shape, init) in specs.items():
+      setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
 
-  def __call__(self) -> CellParams:
-    return CellParams(
-      **{name: getattr(self, name)[...] for name in CellParams._fields if hasattr(self, name)}
-    )
+  def __call__(self) -> dict:
+    return {name: getattr(self, name)[...] for name in self.names}
+
+
+class _CellTree(nnx.Module):
+  """One layer-direction's parameters as the cell's own pytree of ``nnx.Param`` (``module.l0.tree``)."""
+
+  def __init__(self, tree):
+    self.tree = nnx.data(jax.tree.map(nnx.Param, tree))
+
+  def __call__(self):
+    return jax.tree.map(lambda v: v[...], self.tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
 
 
 _NO_DROPOUT_STREAM = (
@@ -45,72 +55,57 @@ _NO_DROPOUT_STREAM = (
 )
 
 
-class _RecurrentLayer(LayerFields, nnx.Module):
-  """Shared constructor and call of the NNX ``RNN``, ``LSTM`` and ``GRU``."""
-
-  def __init__(
-    self,
-    in_features: int,
-    hidden_size: int,
-    *,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    time_major: bool = False,
-    dropout: float = 0.0,
-    use_bias: bool = True,
-    dtype: Any | None = None,
-    param_dtype: Any = jnp.float32,
-    kernel_init: Initializer | None = None,
-    recurrent_kernel_init: Initializer | None = None,
-    bias_init: Initializer | None = None,
-    unroll: int | None = None,
-    remat: bool = False,
-    checkpoint_every: int = 0,
-    hoist_input_projection: bool | None = None,
-    fused_backward: bool | None = None,
-    deterministic: bool = False,
-    rngs: nnx.Rngs,
-  ):
-    if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+def _check_in_features(in_features, feature_ndim: int) -> None:
+  if feature_ndim > 1:
+    ok = isinstance(in_features, tuple) and len(in_features) == feature_ndim
+    ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in in_features)
+    if not ok:
       raise ValueError(
-        f'`in_features` (F, the last axis of the inputs) must be a positive int, got {in_features!r}.'
+        f'`in_features` must be a tuple of {feature_ndim} positive ints (the cell reads {feature_ndim} '
+        f'feature axes), got {in_features!r}.'
       )
+    return
+  if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+    raise ValueError(
+      f'`in_features` (F, the last axis of the inputs) must be a positive int, got {in_features!r}.'
+    )
+
+
+class _Layer(LayerFields, nnx.Module):
+  """Shared constructor, call and ``step`` of ``Recurrent`` and the presets."""
+
+  def _build(self, in_features, options: dict, deterministic: bool, rngs: nnx.Rngs) -> None:
+    """Stores the options, checks everything and draws the weights (``self.cell`` or the cell
+    fields are already set)."""
     if not isinstance(rngs, nnx.Rngs):
       raise TypeError(
         f'`rngs` must be an nnx.Rngs (e.g. nnx.Rngs(0)) to draw the initial weights, got {type(rngs).__name__}.'
       )
-    self.in_features = in_features
-    self.hidden_size = hidden_size
-    self.num_layers = num_layers
-    self.bidirectional = bidirectional
-    self.time_major = time_major
-    self.dropout = dropout
-    self.use_bias = use_bias
-    self.dtype = dtype
-    self.param_dtype = param_dtype
-    self.kernel_init = kernel_init
-    self.recurrent_kernel_init = recurrent_kernel_init
-    self.bias_init = bias_init
-    self.unroll = unroll
-    self.remat = remat
-    self.checkpoint_every = checkpoint_every
-    self.hoist_input_projection = hoist_input_projection
-    self.fused_backward = fused_backward
+    for name, value in {**OPTION_DEFAULTS, **options}.items():
+      setattr(self, name, value)
     check_bool('deterministic', deterministic)
     self.deterministic = deterministic
     config = self.config  # validates the hyper-parameters
-    initializers = weight_initializers(hidden_size, kernel_init, recurrent_kernel_init, bias_init)
+    _check_in_features(in_features, config.feature_ndim)
+    self.in_features = in_features
     for row, name in enumerate(config.param_names):
-      shapes = config.weight_shapes(row // config.num_directions, in_features)
-      setattr(self, name, _CellWeights(shapes, initializers, param_dtype, rngs))
+      cell = config.row_cell(row)
+      features = config.layer_features(row // config.num_directions, in_features)
+      if hasattr(cell, 'param_specs'):
+        setattr(self, name, _CellWeights(cell.param_specs(features), self.param_dtype, rngs))
+      else:
+        setattr(self, name, _CellTree(cell.init(rngs.params(), features, self.param_dtype)))
     # A dropout stream whenever there is dropout between layers to draw, also at rate 0:
     # `module.dropout = p` later works as for nnx.Dropout and PyTorch's `rnn.dropout = p`.
     try:
-      self.rngs = rngs['dropout'].fork() if num_layers > 1 else nnx.data(None)
+      self.rngs = rngs['dropout'].fork() if config.num_layers > 1 else nnx.data(None)
     except KeyError:  # nnx.Rngs(params=...) alone: fine as long as no dropout is drawn
-      if dropout > 0:
-        raise ValueError(_NO_DROPOUT_STREAM.format(dropout=dropout)) from None
+      if config.dropout > 0:
+        raise ValueError(_NO_DROPOUT_STREAM.format(dropout=config.dropout)) from None
       self.rngs = nnx.data(None)
+
+  def _params(self) -> list:
+    return [getattr(self, name)() for name in self.config.param_names]
 
   def __call__(
     self,
@@ -147,10 +142,9 @@ class _RecurrentLayer(LayerFields, nnx.Module):
       if self.rngs is None:
         raise ValueError(_NO_DROPOUT_STREAM.format(dropout=self.dropout))
       rng = self.rngs()
-    params = [getattr(self, name)() for name in config.param_names]
     return apply_layers(
       config,
-      params,
+      self._params(),
       inputs,
       seq_lengths,
       initial_carry,
@@ -172,11 +166,98 @@ class _RecurrentLayer(LayerFields, nnx.Module):
       y_t: ``[*batch, H_out]``, the last layer's output at this step.
       new_carry: the state after this step, shaped like ``carry``.
     """
-    params = [getattr(self, name)() for name in self.config.param_names]
-    return step_layers(self.config, params, x_t, carry, dtype=self.dtype)
+    return step_layers(self.config, self._params(), x_t, carry, dtype=self.dtype)
 
 
-class RNN(_RecurrentLayer):
+def _keyword(name: str, default=inspect.Parameter.empty) -> inspect.Parameter:
+  return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+
+
+_OPTION_PARAMETERS = [_keyword(name, default) for name, default in OPTION_DEFAULTS.items()]
+_TAIL_PARAMETERS = [_keyword('deterministic', False), _keyword('rngs')]
+
+
+class Recurrent(_Layer):
+  """Any cell as a recurrent layer (NNX), like [`jaxrnn.Recurrent`][jaxrnn.Recurrent].
+
+  Constructor arguments: ``cell``, ``in_features`` (``F``, or a tuple of the
+  feature axes when the cell's ``feature_ndim > 1``), then the options of the
+  linen layer as keywords (``num_layers``, ``bidirectional``, ``dropout``,
+  ...), ``backward_cell``, ``deterministic`` and ``rngs`` (``params`` for the
+  weights, ``dropout`` for dropout between layers). Parameters are
+  ``module.l0``, ``module.l0_reverse``, ...: for built-in cells with the
+  weights as attributes (``module.l0.w_ih``), for other cells the cell's own
+  pytree in ``module.l0.tree``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import jaxrnn
+    >>> layer = jaxrnn.nnx.Recurrent(
+    ...     jaxrnn.LSTMCell(8), 3, bidirectional=True, rngs=nnx.Rngs(0))
+    >>> outputs, (h_n, c_n) = layer(jnp.ones((2, 6, 3)), jnp.array([6, 4]))
+    >>> outputs.shape, h_n.shape
+    ((2, 6, 16), (2, 2, 8))
+  """
+
+  def __init__(
+    self,
+    cell,
+    in_features,
+    *,
+    backward_cell=None,
+    deterministic: bool = False,
+    rngs: nnx.Rngs,
+    **options: Any,
+  ):
+    check_cell(cell)
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+      raise TypeError(f'unexpected keyword arguments {unknown}; the options are {list(OPTION_NAMES)}.')
+    self.cell = cell
+    self.backward_cell = backward_cell
+    self._build(in_features, options, deterministic, rngs)
+
+  __init__.__signature__ = inspect.Signature(
+    [
+      inspect.Parameter('self', inspect.Parameter.POSITIONAL_OR_KEYWORD),
+      inspect.Parameter('cell', inspect.Parameter.POSITIONAL_OR_KEYWORD),
+      inspect.Parameter('in_features', inspect.Parameter.POSITIONAL_OR_KEYWORD),
+      *_OPTION_PARAMETERS,
+      _keyword('backward_cell', None),
+      *_TAIL_PARAMETERS,
+    ]
+  )
+
+
+class _Preset(_Layer):
+  """``RNN``, ``LSTM`` and ``GRU``: ``Recurrent`` over a PyTorch cell, with the cell's fields as
+  constructor arguments."""
+
+  cell_type: ClassVar[type]
+
+  def __init__(self, in_features, hidden_size, *, deterministic: bool = False, rngs: nnx.Rngs, **kwargs: Any):
+    cell_kwargs, options = split_preset_kwargs(self.cell_type, {'hidden_size': hidden_size, **kwargs})
+    for name, value in {**cell_field_defaults(self.cell_type), **cell_kwargs}.items():
+      setattr(self, name, value)
+    self._build(in_features, options, deterministic, rngs)
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    names, defaults = cell_field_names(cls.cell_type), cell_field_defaults(cls.cell_type)
+    cls.__init__.__signature__ = inspect.Signature(
+      [
+        inspect.Parameter('self', inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter('in_features', inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter('hidden_size', inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *[_keyword(n, defaults[n]) for n in names[1:]],
+        *_OPTION_PARAMETERS,
+        *_TAIL_PARAMETERS,
+      ]
+    )
+
+
+class RNN(_Preset):
   """Elman RNN layer (NNX), like ``torch.nn.RNN`` and [`jaxrnn.RNN`][jaxrnn.RNN].
 
   Constructor arguments are the linen layer's fields, plus ``in_features``
@@ -198,14 +279,10 @@ class RNN(_RecurrentLayer):
     ((3, 5, 4), (2, 3, 4))
   """
 
-  cell_family: ClassVar[str] = 'rnn'
-
-  def __init__(self, in_features: int, hidden_size: int, *, nonlinearity: str = 'tanh', **kwargs):
-    self.nonlinearity = nonlinearity
-    super().__init__(in_features, hidden_size, **kwargs)
+  cell_type: ClassVar[type] = ElmanCell
 
 
-class LSTM(_RecurrentLayer):
+class LSTM(_Preset):
   """LSTM layer (NNX), like ``torch.nn.LSTM`` and [`jaxrnn.LSTM`][jaxrnn.LSTM], with optional ``proj_size``.
 
   Constructor arguments are the linen layer's fields, plus ``in_features``
@@ -230,14 +307,10 @@ class LSTM(_RecurrentLayer):
     ((2, 6, 16), (2, 2, 8), (2, 2, 8))
   """
 
-  cell_family: ClassVar[str] = 'lstm'
-
-  def __init__(self, in_features: int, hidden_size: int, *, proj_size: int = 0, **kwargs):
-    self.proj_size = proj_size
-    super().__init__(in_features, hidden_size, **kwargs)
+  cell_type: ClassVar[type] = LSTMCell
 
 
-class GRU(_RecurrentLayer):
+class GRU(_Preset):
   """GRU layer (NNX), like ``torch.nn.GRU`` and [`jaxrnn.GRU`][jaxrnn.GRU].
 
   Constructor arguments are the linen layer's fields, plus ``in_features``
@@ -258,98 +331,4 @@ class GRU(_RecurrentLayer):
     ((6, 2, 8), (1, 2, 8))
   """
 
-  cell_family: ClassVar[str] = 'gru'
-
-
-_TWINS = {
-  linen_layers.RNN: RNN,
-  linen_layers.LSTM: LSTM,
-  linen_layers.GRU: GRU,
-}
-
-
-def linen_to_nnx(
-  layer: linen_layers.nn.Module,
-  variables: Mapping[str, Any],
-  *,
-  rngs: nnx.Rngs | None = None,
-  deterministic: bool = False,
-) -> _RecurrentLayer:
-  """Returns the NNX twin of a linen ``layer`` holding ``variables``' parameters.
-
-  Args:
-    layer: ``jaxrnn.RNN``, ``LSTM`` or ``GRU`` (linen).
-    variables: ``{'params': ...}`` of that layer.
-    rngs: its ``dropout`` stream (or ``default``) drives dropout between
-      layers; default ``nnx.Rngs(0)``.
-    deterministic: the NNX module's dropout mode (see ``module.eval()``).
-
-  Examples:
-    >>> import jax, jax.numpy as jnp, jaxrnn
-    >>> layer = jaxrnn.GRU(hidden_size=4)
-    >>> x = jnp.ones((2, 3, 5))
-    >>> variables = layer.init(jax.random.key(0), x)
-    >>> module = jaxrnn.interop.linen_to_nnx(layer, variables)
-    >>> bool(jnp.array_equal(module(x)[0], layer.apply(variables, x)[0]))
-    True
-  """
-  twin = _TWINS.get(type(layer))
-  if twin is None:
-    raise TypeError(f'linen_to_nnx takes a jaxrnn.RNN, LSTM or GRU (linen), got {type(layer).__name__}.')
-  params = variables['params']
-  fields = {
-    f.name: getattr(layer, f.name) for f in dataclasses.fields(layer) if f.name not in ('parent', 'name')
-  }
-  in_features = params[layer.config.param_names[0]]['w_ih'].shape[0]
-  hidden_size = fields.pop('hidden_size')
-  # Built abstractly: its initial weights are replaced below, so no params stream is needed.
-  module = nnx.eval_shape(
-    lambda: twin(in_features, hidden_size, **fields, deterministic=deterministic, rngs=nnx.Rngs(0))
-  )
-  config = layer.config
-  for row, group in enumerate(config.param_names):
-    weights = getattr(module, group)
-    if group not in params or set(params[group]) != {n for n in CellParams._fields if hasattr(weights, n)}:
-      raise ValueError(
-        f"variables['params'][{group!r}] has {sorted(params.get(group, {}))}, not this layer's weights."
-      )
-    expected = config.weight_shapes(row // config.num_directions, in_features)
-    for name, value in params[group].items():
-      if tuple(np.shape(value)) != expected[name]:
-        raise ValueError(
-          f"variables['params'][{group!r}][{name!r}] has shape {tuple(np.shape(value))}, but "
-          f'{type(layer).__name__}(hidden_size={config.hidden_size}) reading F={in_features} expects '
-          f'{expected[name]}.'
-        )
-    for name, value in params[group].items():
-      setattr(weights, name, nnx.Param(jnp.asarray(value)))
-  if module.rngs is not None:  # eval_shape left an abstract stream: make a real one
-    module.rngs = (rngs or nnx.Rngs(0))['dropout'].fork()
-  return module
-
-
-def nnx_to_linen(module: _RecurrentLayer) -> tuple[linen_layers.nn.Module, dict]:
-  """Returns ``(layer, variables)``: the linen twin of an NNX layer, with its parameters.
-
-  Returns:
-    layer: the [`jaxrnn.RNN`][jaxrnn.RNN], [`LSTM`][jaxrnn.LSTM] or
-      [`GRU`][jaxrnn.GRU] (linen) with the module's hyper-parameters.
-    variables: ``{'params': ...}``, the module's parameters for
-      ``layer.apply``.
-
-  Examples:
-    >>> import jax.numpy as jnp, jaxrnn
-    >>> from flax import nnx
-    >>> module = jaxrnn.nnx.LSTM(3, 4, proj_size=2, rngs=nnx.Rngs(0))
-    >>> layer, variables = jaxrnn.interop.nnx_to_linen(module)
-    >>> layer.proj_size, variables['params']['l0']['w_hr'].shape
-    (2, (4, 2))
-  """
-  linen_cls = {v: k for k, v in _TWINS.items()}.get(type(module))
-  if linen_cls is None:
-    raise TypeError(f'nnx_to_linen takes a jaxrnn.nnx.RNN, LSTM or GRU, got {type(module).__name__}.')
-  names = [f.name for f in dataclasses.fields(linen_cls) if f.name not in ('parent', 'name')]
-  layer = linen_cls(**{n: getattr(module, n) for n in names})
-  params = {group: getattr(module, group)()._asdict() for group in layer.config.param_names}
-  params = {group: {k: v for k, v in p.items() if v is not None} for group, p in params.items()}
-  return layer, {'params': params}
+  cell_type: ClassVar[type] = GRUCell

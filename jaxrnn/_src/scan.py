@@ -84,6 +84,7 @@ def scan_layer(
   unroll: int = 1,
   remat: bool = False,
   checkpoint_every: int = 0,
+  feature_ndim: int = 1,
 ) -> tuple[Carry, Array]:
   """Returns ``(final_carry, ys)`` of one cell run over axis 0 of ``xs``.
 
@@ -93,7 +94,8 @@ def scan_layer(
       recurrence with the default ``input_projection``.
     params: the cell's parameters (any pytree).
     carry: pytree with leaves ``[*batch, ...]``.
-    xs: ``[T, *batch, F]`` time-major inputs.
+    xs: ``[T, *batch, F]`` time-major inputs (``[T, *batch, *features]``
+      with ``feature_ndim`` feature axes).
     seq_lengths: integers ``[*batch]`` in ``[0, T]``, or ``None`` (all valid).
     reverse: read ``x[len-1], ..., x[0]`` (padding-aware backward direction).
     input_projection: ``(params, x) -> gx`` applied to the inputs before
@@ -105,6 +107,7 @@ def scan_layer(
       (``jax.checkpoint``), storing only the carries.
     checkpoint_every: if ``k > 0``, store the carry only every ``k`` steps and
       recompute the steps in between in the backward pass.
+    feature_ndim: trailing feature axes of ``xs`` (1 for vectors).
 
   Returns:
     final_carry: the carry after each sequence's last valid step (the initial
@@ -125,7 +128,7 @@ def scan_layer(
     >>> h[:, 0]
     Array([2., 4.], dtype=float32)
   """
-  seq_lengths = checks.check_scan_args(carry, xs, seq_lengths)
+  seq_lengths = checks.check_scan_args(carry, xs, seq_lengths, feature_ndim)
   project = input_projection
   if project is not None and hoist_input_projection:
     xs = project(params, xs)
@@ -144,7 +147,9 @@ def scan_layer(
   if remat:
     step = jax.checkpoint(step)
   if checkpoint_every and seq_lengths is None and xs.shape[0] % checkpoint_every:
-    seq_lengths = jnp.full(xs.shape[1:-1], xs.shape[0])  # masks the last chunk's padding
+    seq_lengths = jnp.full(
+      xs.shape[1 : xs.ndim - feature_ndim], xs.shape[0]
+    )  # masks the last chunk's padding
 
   def run(carry, ts, xs):
     if seq_lengths is None:

@@ -28,6 +28,9 @@ from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
 from jaxrnn._src.linen_layers import RNN
+from jaxrnn._src.torch_cells import ElmanCell
+from jaxrnn._src.torch_cells import GRUCell
+from jaxrnn._src.torch_cells import LSTMCell
 
 # jaxrnn name -> (PyTorch prefix, transposed)
 _TORCH_NAMES = {
@@ -63,8 +66,16 @@ def torch_name(group: str, name: str) -> str:
 
 
 def _mode(layer) -> str:
-  config = layer.config
-  return {'rnn_tanh': 'RNN_TANH', 'rnn_relu': 'RNN_RELU', 'lstm': 'LSTM', 'gru': 'GRU'}[config.cell]
+  """Returns PyTorch's ``mode`` of a layer over one PyTorch cell, or raises naming the cell."""
+  config = getattr(layer, 'config', None)
+  cells = config.cells if config is not None else ()
+  if len(cells) != 1 or not isinstance(cells[0], (ElmanCell, LSTMCell, GRUCell)):
+    raise TypeError(
+      'PyTorch conversion needs a layer over ElmanCell, LSTMCell or GRUCell (jaxrnn.RNN, LSTM, GRU or '
+      f'Recurrent over one of them), got {type(layer).__name__}'
+      + (f' over {", ".join(type(c).__name__ for c in cells)}.' if cells else '.')
+    )
+  return {'rnn_tanh': 'RNN_TANH', 'rnn_relu': 'RNN_RELU', 'lstm': 'LSTM', 'gru': 'GRU'}[cells[0].name]
 
 
 def params_from_state_dict(
@@ -109,6 +120,7 @@ def params_from_state_dict(
 def _check_params(config: LayerConfig, params: Mapping[str, Any]) -> None:
   """Raises ValueError unless ``params`` has exactly the groups, names and shapes ``config`` uses."""
   layout = f'num_layers={config.num_layers}, bidirectional={config.bidirectional}'
+  use_bias, proj_size = config.cell.use_bias, getattr(config.cell, 'proj_size', 0)
   expected = config.param_names
   missing = [group for group in expected if group not in params]
   extra = sorted(set(params) - set(expected))
@@ -126,8 +138,8 @@ def _check_params(config: LayerConfig, params: Mapping[str, Any]) -> None:
     extra = sorted(set(params[group]) - set(shapes))
     if missing or extra:
       raise ValueError(
-        f'`variables`: params[{group!r}] does not fit the layer (use_bias={config.use_bias}, '
-        f'proj_size={config.proj_size}): expected {sorted(shapes)}, got {sorted(params[group])} '
+        f'`variables`: params[{group!r}] does not fit the layer (use_bias={use_bias}, '
+        f'proj_size={proj_size}): expected {sorted(shapes)}, got {sorted(params[group])} '
         f'(missing {missing}, extra {extra}).'
       )
     for name, shape in shapes.items():
@@ -136,7 +148,7 @@ def _check_params(config: LayerConfig, params: Mapping[str, Any]) -> None:
         raise ValueError(
           f'`variables`: params[{group!r}][{name!r}] has shape {list(actual)}, expected '
           f'{["F" if n is None else n for n in shape]} for this layer ({layout}, '
-          f'hidden_size={config.hidden_size}, proj_size={config.proj_size}).'
+          f'hidden_size={config.hidden_size}, proj_size={proj_size}).'
         )
 
 
@@ -167,6 +179,7 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
      'bias_ih_l0_reverse': (12,), 'bias_hh_l0_reverse': (12,)}
   """
   params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
+  _mode(layer)
   config = layer.config
   _check_params(config, params)
   state_dict = {}
@@ -385,18 +398,19 @@ def to_torch(layer: nn.Module, variables: Mapping[str, Any]) -> Any:
   if dtype not in _DTYPES:
     raise TypeError(f'parameter dtype must be float32, float64 or bfloat16, got {dtype}.')
   mode = _mode(layer)
+  cell = config.cell
   kwargs = {}
   if mode.startswith('RNN'):
-    kwargs['nonlinearity'] = config.cell.removeprefix('rnn_')
-  if config.proj_size:
-    kwargs['proj_size'] = config.proj_size
+    kwargs['nonlinearity'] = cell.nonlinearity
+  if getattr(cell, 'proj_size', 0):
+    kwargs['proj_size'] = cell.proj_size
   torch_dtype = getattr(torch, dtype)
   # jaxrnn's layer classes carry PyTorch's names: RNN, LSTM, GRU.
   module = getattr(torch.nn, _MODES[mode][0].__name__)(
     input_size=state_dict['weight_ih_l0'].shape[1],
     hidden_size=config.hidden_size,
     num_layers=config.num_layers,
-    bias=config.use_bias,
+    bias=cell.use_bias,
     batch_first=not config.time_major,
     dropout=config.dropout,
     bidirectional=config.bidirectional,

@@ -11,7 +11,11 @@ Letters used in every docstring (SPEC.md):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 from typing import NamedTuple
+from typing import Protocol
+from typing import runtime_checkable
 
 import jax
 
@@ -49,6 +53,42 @@ class LSTMState(NamedTuple):
 
   h: Array
   c: Array
+
+
+@runtime_checkable
+class Cell(Protocol):
+  """What a layer needs from a cell (SPEC §10): any object with these members runs under
+  [`Recurrent`][jaxrnn.Recurrent] with every guarantee of the layers.
+
+  A cell is a small frozen (hashable) dataclass holding hyper-parameters only;
+  its parameters are a pytree made by ``init`` and passed to every step.
+
+  Attributes:
+    output_size: ``H_out``, the width of ``y``. Layer ``k > 0`` of a stack
+      reads ``D * H_out`` features.
+    feature_ndim: trailing feature axes of ``x`` (optional, default 1; 3 for a
+      2-D convolutional cell reading ``[H, W, C]``).
+
+  Optional hooks, used when present and never needed for correctness:
+  ``project_input(params, x) -> gx`` with ``recurrence(params, carry, gx)``
+  (the input projection, which the driver may hoist out of the loop as one
+  matmul), ``fused_kind`` (the fused backward's coefficients, built-in cells),
+  ``param_specs(in_features)`` (one named Flax parameter per weight) and
+  ``widen_carry(carry)`` (carry leaves that accumulate in float32).
+  """
+
+  @property
+  def output_size(self) -> int: ...
+
+  def init(self, key: Array, in_features: Any, dtype: Any = ...) -> Any:
+    """Returns the parameters (a pytree of arrays) for inputs with ``in_features`` (an int, or a
+    tuple when ``feature_ndim > 1``)."""
+
+  def initial_carry(self, batch_shape: Sequence[int], dtype: Any = ...) -> Any:
+    """Returns the all-zeros carry, a pytree whose leaves start with ``batch_shape``."""
+
+  def __call__(self, params: Any, carry: Any, x: Array) -> tuple[Any, Array]:
+    """Returns ``(new_carry, y)`` of one step: ``x: [*batch, *features]``, ``y: [*batch, ..., H_out]``."""
 
 
 # An RNN or GRU carry is its hidden state array; an LSTM carry is an LSTMState.
