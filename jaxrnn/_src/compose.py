@@ -90,7 +90,8 @@ def run_stack(
   hoist = config.hoist_input_projection
   if hoist is None:
     hoist = default_hoist_input_projection()
-  fused = config.use_fused_backward
+  recurrent_dropout = dropout_rng is not None and config.recurrent_dropout > 0
+  fused = config.use_fused_backward and not recurrent_dropout
   options = dict(
     unroll=default_unroll() if config.unroll is None else config.unroll,
     checkpoint_every=config.checkpoint_every,
@@ -106,6 +107,10 @@ def run_stack(
       if hasattr(cell, 'widen_carry'):  # e.g. the LSTM cell state accumulates in float32
         carry_row = cell.widen_carry(carry_row)
       reverse = direction == 1
+      step = cell.recurrence if hasattr(cell, 'project_input') else cell
+      if recurrent_dropout:  # keys apart from those of dropout between layers (fold_in(rng, layer))
+        key = jax.random.fold_in(dropout_rng, _RECURRENT_DROPOUT_STREAM + row)
+        step = _with_recurrent_dropout(step, cell, carry_row, key, config.recurrent_dropout)
       if fused:
         final, ys = fused_scan_layer(
           cell.fused_kind,
@@ -119,7 +124,7 @@ def run_stack(
         )
       elif hasattr(cell, 'project_input'):
         final, ys = scan_layer(
-          cell.recurrence,
+          step,
           params[row],
           carry_row,
           xs,
@@ -132,7 +137,7 @@ def run_stack(
         )
       else:
         final, ys = scan_layer(
-          cell,
+          step,
           params[row],
           carry_row,
           xs,
@@ -146,11 +151,51 @@ def run_stack(
       finals.append(final)
       outputs.append(ys)
     xs = outputs[0] if directions == 1 else jnp.concatenate(outputs, axis=-1)
-    if dropout_rng is not None and layer < config.num_layers - 1:
+    if dropout_rng is not None and config.dropout > 0 and layer < config.num_layers - 1:
       xs = dropout(jax.random.fold_in(dropout_rng, layer), config.dropout, xs)
 
   final_carry = jax.tree.map(lambda *leaves: jnp.stack(leaves), *finals)
   return xs, jax.tree.map(lambda leaf: _cast_floating(leaf, xs.dtype), final_carry)
+
+
+_RECURRENT_DROPOUT_STREAM = 1 << 30
+
+
+def _hidden_leaves(cell, carry: Carry):
+  """Returns a pytree of bools like ``carry``: the leaves recurrent dropout masks.
+
+  The cell's ``hidden_leaves`` hook says (LSTM: ``h``, not ``c``); without it,
+  every floating-point leaf.
+  """
+  if hasattr(cell, 'hidden_leaves'):
+    return cell.hidden_leaves(carry)
+  return jax.tree.map(lambda leaf: bool(jnp.issubdtype(leaf.dtype, jnp.floating)), carry)
+
+
+def _with_recurrent_dropout(step, cell, carry: Carry, key: Array, rate: float):
+  """Returns ``step`` reading its carry's hidden state through one dropout mask per sequence.
+
+  Variational (recurrent) dropout, Gal & Ghahramani (2016), Keras's
+  ``recurrent_dropout``: the mask is drawn once per sequence (and layer and
+  direction) and reused at every step; the carry itself is kept unmasked, so
+  padded steps and the final carry are unaffected.
+  """
+  leaves, structure = jax.tree.flatten(carry)
+  flags = structure.flatten_up_to(_hidden_leaves(cell, carry))
+  keys = jax.random.split(key, len(leaves))
+  masks = [
+    jax.random.bernoulli(k, 1.0 - rate, leaf.shape).astype(leaf.dtype) / (1.0 - rate) if flag else None
+    for k, leaf, flag in zip(keys, leaves, flags, strict=True)
+  ]
+
+  def dropped(params, carry, x):
+    carry_leaves = structure.flatten_up_to(carry)
+    carry_leaves = [
+      c if m is None else c * m.astype(c.dtype) for c, m in zip(carry_leaves, masks, strict=True)
+    ]
+    return step(params, structure.unflatten(carry_leaves), x)
+
+  return dropped
 
 
 def _cast_floating(leaf: Array, dtype) -> Array:
@@ -198,11 +243,16 @@ def apply_layers(
   else:
     carry = checks.check_initial_carry(initial_carry, config, batch_shape, dtype)
 
-  use_dropout = not deterministic and config.dropout > 0 and config.num_layers > 1
+  use_dropout = config.draws_dropout(deterministic)
   if use_dropout and dropout_rng is None:
-    raise ValueError(f'`dropout={config.dropout}` with deterministic=False needs `dropout_rng`.')
+    raise ValueError(
+      f'`dropout={config.dropout}`, `recurrent_dropout={config.recurrent_dropout}` with deterministic=False '
+      'needs `dropout_rng`.'
+    )
 
-  if config.use_fused_backward:  # here, outside the jit below, forward mode is still visible
+  if config.use_fused_backward and not (
+    use_dropout and config.recurrent_dropout > 0
+  ):  # here, outside the jit below, forward mode is still visible
     refuse_forward_mode(params, inputs, carry, initial_carry)
   args = (config, dtype, list(params), inputs, seq_lengths, carry, dropout_rng if use_dropout else None)
   if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args[2:])):

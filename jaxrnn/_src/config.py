@@ -89,6 +89,7 @@ class LayerOptions:
   bidirectional: bool = False
   time_major: bool = False
   dropout: float = 0.0
+  recurrent_dropout: float = 0.0
   dtype: Any = None
   param_dtype: Any = jnp.float32
   unroll: int | None = None
@@ -113,10 +114,17 @@ class LayerOptions:
         '`remat=True` and `checkpoint_every` are two ways to save memory; choose one '
         f'(got remat=True, checkpoint_every={self.checkpoint_every}).'
       )
-    if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
-      raise TypeError(f'`dropout` must be a float in [0, 1), got {self.dropout!r}.')
-    if not 0.0 <= self.dropout < 1.0:
-      raise ValueError(f'`dropout` must be in [0, 1), got {self.dropout}.')
+    for name in ('dropout', 'recurrent_dropout'):
+      rate = getattr(self, name)
+      if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(f'`{name}` must be a float in [0, 1), got {rate!r}.')
+      if not 0.0 <= rate < 1.0:
+        raise ValueError(f'`{name}` must be in [0, 1), got {rate}.')
+
+  def draws_dropout(self, deterministic: bool) -> bool:
+    """Whether a call with ``deterministic`` draws dropout masks (between layers or recurrent)."""
+    between = self.dropout > 0 and self.num_layers > 1
+    return not deterministic and (between or self.recurrent_dropout > 0)
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(LayerOptions))

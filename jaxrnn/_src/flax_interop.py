@@ -83,7 +83,9 @@ def linen_to_nnx(
   for row, group in enumerate(config.param_names):
     weights = getattr(module, group)
     if isinstance(weights, nnx_layers._CellTree):
-      expected = _shapes(weights())
+      expected = jax.tree.map(
+        lambda v: tuple(v.shape), weights.tree, is_leaf=lambda v: isinstance(v, nnx.Variable)
+      )
       if group not in params or _shapes(params[group]) != expected:
         raise ValueError(
           f"variables['params'][{group!r}] has shapes {_shapes(params.get(group))}, but "

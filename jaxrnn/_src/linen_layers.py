@@ -74,7 +74,8 @@ class _Layer(LayerFields, option_fields, nn.Module):
         (``F`` stands for the cell's ``feature_ndim`` feature axes).
       seq_lengths: integers ``[*batch]`` in ``[0, T]``; ``None`` means all ``T``.
       initial_carry: shaped like ``final_carry``; ``None`` means zeros.
-      deterministic: if False, apply dropout between layers (``'dropout'`` rng).
+      deterministic: if False, apply dropout between layers and recurrent
+        dropout (``'dropout'`` rng).
 
     Returns:
       outputs: the last layer's output at every step, ``[*batch, T, D*H_out]``
@@ -93,7 +94,7 @@ class _Layer(LayerFields, option_fields, nn.Module):
       check_params_fit(config, self.get_variable('params', name), in_features)
     params = self._declare_params(config, in_features)
     rng = None
-    if not deterministic and config.dropout > 0 and config.num_layers > 1:
+    if config.draws_dropout(deterministic):
       rng = self.make_rng('dropout')
     return apply_layers(
       config,

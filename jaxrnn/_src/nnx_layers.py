@@ -49,7 +49,7 @@ class _CellTree(nnx.Module):
 
 
 _NO_DROPOUT_STREAM = (
-  '`dropout={dropout}` between layers needs a dropout stream: build the layer with '
+  'dropout at rate {dropout} needs a dropout stream: build the layer with '
   '`rngs=nnx.Rngs(0)` or `nnx.Rngs(params=0, dropout=1)`, or call it with '
   '`deterministic=True` (or `module.eval()`).'
 )
@@ -98,10 +98,12 @@ class _Layer(LayerFields, nnx.Module):
     # A dropout stream whenever there is dropout between layers to draw, also at rate 0:
     # `module.dropout = p` later works as for nnx.Dropout and PyTorch's `rnn.dropout = p`.
     try:
-      self.rngs = rngs['dropout'].fork() if config.num_layers > 1 else nnx.data(None)
+      draws = config.num_layers > 1 or config.recurrent_dropout > 0
+      self.rngs = rngs['dropout'].fork() if draws else nnx.data(None)
     except KeyError:  # nnx.Rngs(params=...) alone: fine as long as no dropout is drawn
-      if config.dropout > 0:
-        raise ValueError(_NO_DROPOUT_STREAM.format(dropout=config.dropout)) from None
+      if config.draws_dropout(deterministic=False):
+        rate = max(config.dropout, config.recurrent_dropout)
+        raise ValueError(_NO_DROPOUT_STREAM.format(dropout=rate)) from None
       self.rngs = nnx.data(None)
 
   def _params(self) -> list:
@@ -138,9 +140,9 @@ class _Layer(LayerFields, nnx.Module):
     if deterministic is None:
       deterministic = self.deterministic
     rng = None
-    if not deterministic and self.dropout > 0 and config.num_layers > 1:
+    if config.draws_dropout(deterministic):
       if self.rngs is None:
-        raise ValueError(_NO_DROPOUT_STREAM.format(dropout=self.dropout))
+        raise ValueError(_NO_DROPOUT_STREAM.format(dropout=max(self.dropout, self.recurrent_dropout)))
       rng = self.rngs()
     return apply_layers(
       config,
@@ -245,6 +247,12 @@ class _Preset(_Layer):
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
     names, defaults = cell_field_names(cls.cell_type), cell_field_defaults(cls.cell_type)
+
+    def __init__(self, *args, **kwargs):  # its own function: each preset has its own signature
+      _Preset.__init__(self, *args, **kwargs)
+
+    __init__.__doc__ = _Preset.__init__.__doc__
+    cls.__init__ = __init__
     cls.__init__.__signature__ = inspect.Signature(
       [
         inspect.Parameter('self', inspect.Parameter.POSITIONAL_OR_KEYWORD),

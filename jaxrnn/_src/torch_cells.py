@@ -217,6 +217,10 @@ class LSTMCell(_TorchCell):
       jnp.zeros((*batch_shape, self.output_size), dtype), jnp.zeros((*batch_shape, self.hidden_size), dtype)
     )
 
+  def hidden_leaves(self, carry: LSTMState) -> LSTMState:
+    """Hook: recurrent dropout masks ``h`` (the input of the recurrent matmul), not ``c``."""
+    return LSTMState(True, False)
+
   def widen_carry(self, carry: LSTMState) -> LSTMState:
     """Hook: the cell state ``c`` accumulates in (at least) float32, also for bfloat16 compute."""
     return LSTMState(carry.h, carry.c.astype(cells.accumulation_dtype(carry.c.dtype)))
