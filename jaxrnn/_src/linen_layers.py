@@ -149,9 +149,9 @@ class Recurrent(_Layer):
     backward_cell: the backward direction's cell when ``bidirectional`` (as
       Flax's ``nn.Bidirectional`` allows); ``None`` uses ``cell``. Same output
       size and carry shapes as ``cell``.
-    num_layers, bidirectional, time_major, dropout, dtype, param_dtype,
-      unroll, remat, checkpoint_every, hoist_input_projection, fused_backward:
-      as for [`RNN`][jaxrnn.RNN] (keyword-only).
+    num_layers, bidirectional, time_major, dropout, recurrent_dropout, dtype,
+      param_dtype, unroll, remat, checkpoint_every, hoist_input_projection,
+      fused_backward: as for [`RNN`][jaxrnn.RNN] (keyword-only).
 
   Parameters are ``params['l0']``, ``params['l0_reverse']``, ...: the tree of
   the cell's ``init`` for layer 0, which reads ``F`` features; layer ``k > 0``
@@ -181,6 +181,9 @@ class RNN(preset_fields(ElmanCell), _Layer):
     time_major: inputs and outputs are ``[T, *batch, ...]`` instead of
       ``[*batch, T, ...]``; never changes the carry layout.
     dropout: dropout rate on the outputs of every layer but the last.
+    recurrent_dropout: dropout rate on the hidden state each step reads, one
+      mask per sequence reused at every step (variational dropout, Gal &
+      Ghahramani 2016; Keras's ``recurrent_dropout``); runs the autodiff loop.
     use_bias: add ``b_ih`` and ``b_hh``.
     dtype: compute dtype (``None``: promote inputs and parameters).
     param_dtype: dtype of the parameters.
