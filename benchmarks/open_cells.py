@@ -130,11 +130,12 @@ def median_of(results, key):
   return statistics.median(r[key] for r in results)
 
 
-def before_after(revision, shapes, rounds, runs):
+def before_after(revision, shapes, rounds, runs, before_tree=None):
   rows = []
   with tempfile.TemporaryDirectory() as folder:
-    export_revision(revision, folder)
-    trees = {f'before ({revision})': folder, 'after (working tree)': str(HERE.parent)}
+    if before_tree is None:
+      export_revision(revision, folder)
+    trees = {f'before ({revision})': before_tree or folder, 'after (working tree)': str(HERE.parent)}
     for shape in shapes:
       per_tree = {name: [] for name in trees}
       for _ in range(rounds):
@@ -185,6 +186,9 @@ def table(rows, what):
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--before', default='37a3917', help='git revision of the "before" presets')
+  parser.add_argument(
+    '--before-tree', help='a folder holding the "before" files already (e.g. where git is absent)'
+  )
   parser.add_argument('--skip-before', action='store_true')
   parser.add_argument('--skip-hooks', action='store_true')
   parser.add_argument('--shapes', nargs='*', help='limit both parts to these shapes')
@@ -200,7 +204,8 @@ def main():
   print(environment())
   if not args.skip_before:
     shapes = [s for s in BEFORE_AFTER_SHAPES if not args.shapes or s in args.shapes]
-    print(table(before_after(args.before, shapes, args.rounds, args.runs), 'presets on'))
+    rows = before_after(args.before, shapes, args.rounds, args.runs, args.before_tree)
+    print(table(rows, 'presets on'))
   if not args.skip_hooks:
     shapes = [s for s in HOOK_SHAPES if not args.shapes or s in args.shapes]
     print(table(hooks(shapes, args.rounds, args.runs), 'cell'))
