@@ -17,7 +17,7 @@ from conftest import slow
 
 from jaxrnn import LSTMState
 from jaxrnn._src.cells import CELL_KINDS
-from jaxrnn._src.scan import fused_scan_layer
+from jaxrnn._src.fused import fused_scan_layer
 from jaxrnn._src.scan import scan_layer
 from jaxrnn._src.types import CellParams
 

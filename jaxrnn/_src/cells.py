@@ -35,6 +35,13 @@ def accumulation_dtype(dtype) -> jnp.dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
+def upcast(tree):
+  """Returns ``tree`` with floating leaves in (at least) float32, their ``accumulation_dtype``."""
+  return jax.tree.map(
+    lambda a: a.astype(accumulation_dtype(a.dtype)) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+  )
+
+
 def matmul(a: Array, b: Array) -> Array:
   """Returns ``a @ b`` accumulated in at least float32."""
   return jnp.matmul(a, b, preferred_element_type=accumulation_dtype(a.dtype))
@@ -283,7 +290,7 @@ class CellKind:
     recurrence: ``(params, carry, gx) -> (new_carry, y)`` given the projected
       input ``gx = project_input(params, x)``.
     pointwise: the recurrence after its matmuls, without parameters (for the
-      fused backward pass, ``scan.py``): ``(carry, gx + gh)`` when ``additive``,
+      fused backward pass, ``fused.py``): ``(carry, gx + gh)`` when ``additive``,
       else ``(carry, gx, gh)``, with ``gh = hidden(carry) @ w_hh + b_hh``. LSTM
       with a projection (``w_hr``) has a matmul after the gates and no
       parameter-free pointwise part.

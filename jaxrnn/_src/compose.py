@@ -16,10 +16,10 @@ import jax.numpy as jnp
 
 from jaxrnn._src import checks
 from jaxrnn._src.config import LayerConfig
+from jaxrnn._src.fused import fused_scan_layer
+from jaxrnn._src.fused import refuse_forward_mode
 from jaxrnn._src.scan import default_hoist_input_projection
 from jaxrnn._src.scan import default_unroll
-from jaxrnn._src.scan import fused_scan_layer
-from jaxrnn._src.scan import refuse_forward_mode
 from jaxrnn._src.scan import scan_layer
 from jaxrnn._src.torch_cells import as_cell_params
 from jaxrnn._src.types import Array
