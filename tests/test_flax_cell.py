@@ -22,6 +22,8 @@ from conftest import slow
 from flax import nnx
 
 import jaxrnn
+from jaxrnn.interop import linen_to_nnx
+from jaxrnn.interop import nnx_to_linen
 from jaxrnn.linen import FlaxCell
 
 B, T, F, H = 3, 5, 2, 4
@@ -265,6 +267,18 @@ def test_nnx_recurrent_runs_and_equals_linen():
   params = {'l0': nnx.to_pure_dict(nnx.state(module.l0))['tree']}
   want = jaxrnn.Recurrent(cell).apply({'params': params}, x, LENGTHS)
   assert_trees_close((outputs, final_carry), want, atol=1e-6)
+
+
+def test_linen_to_nnx_and_back():
+  """Moving a layer of a cell without named weights to NNX (it read the abstract weights' values)."""
+  layer = jaxrnn.Recurrent(FlaxCell(nn.GRUCell(H)))
+  x = normal(1, (B, T, F))
+  variables = layer_params(layer, x)
+  module = linen_to_nnx(layer, variables, in_features=F)
+  assert_trees_close(module(x, LENGTHS), layer.apply(variables, x, LENGTHS), atol=1e-6)
+  layer_back, variables_back = nnx_to_linen(module)
+  assert layer_back == layer
+  assert_trees_close(variables_back, variables, atol=0)
 
 
 def test_cell_made_inside_a_compact_method():
