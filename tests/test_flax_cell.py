@@ -281,6 +281,27 @@ def test_linen_to_nnx_and_back():
   assert_trees_close(variables_back, variables, atol=0)
 
 
+def test_recurrent_dropout_masks_h_of_flax_lstm_carries():
+  for module in (nn.LSTMCell(H), nn.OptimizedLSTMCell(H)):
+    cell = FlaxCell(module)
+    assert cell.hidden_leaves(cell.initial_carry((B,))) == (False, True)  # Flax's (c, h)
+  cell = FlaxCell(nn.GRUCell(H))
+  assert cell.hidden_leaves(cell.initial_carry((B,))) is True
+
+
+@pytest.mark.slow
+def test_recurrent_dropout_runs_on_a_flax_lstm():
+  layer = jaxrnn.Recurrent(FlaxCell(nn.LSTMCell(H)), recurrent_dropout=0.5)
+  x = normal(1, (B, T, F))
+  variables = layer_params(layer, x)
+  rngs = {'dropout': jax.random.key(2)}
+  dropped = layer.apply(variables, x, LENGTHS, deterministic=False, rngs=rngs)
+  assert_trees_close(layer.apply(variables, x, LENGTHS, deterministic=False, rngs=rngs), dropped, atol=0)
+  outputs, _ = layer.apply(variables, x, LENGTHS)
+  assert np.isfinite(dropped[0]).all() and not np.allclose(dropped[0], outputs)
+  np.testing.assert_array_equal(dropped[0][1, 2:], 0.0)
+
+
 def test_cell_made_inside_a_compact_method():
   class Model(nn.Module):
     @nn.compact

@@ -34,6 +34,8 @@ import numpy as np
 from jaxrnn._src.types import Array
 
 _IDENTITY = object()  # the key of a module whose fields cannot be hashed
+# Flax's LSTM cells carry (c, h): recurrent dropout masks h, the input of the recurrent matmul.
+_CELL_STATE_FIRST = (nn.LSTMCell, nn.OptimizedLSTMCell, nn.ConvLSTMCell)
 
 
 def _frozen(value):
@@ -76,7 +78,7 @@ def _placeholder_shape(batch_shape, feature_shape, feature_ndim: int, size: int)
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FlaxCell:
-  """A ``flax.linen`` recurrent cell as a jaxrnn cell (SPEC §10), to run under ``jaxrnn.Recurrent``.
+  """A ``flax.linen`` recurrent cell as a jaxrnn cell (SPEC §10), for [`Recurrent`][jaxrnn.Recurrent].
 
   Adapts any ``nn.RNNCellBase`` (``nn.LSTMCell``, ``nn.OptimizedLSTMCell``,
   ``nn.GRUCell``, ``nn.MGUCell``, ``nn.SimpleCell``, ``nn.ConvLSTMCell``, a
@@ -250,6 +252,13 @@ class FlaxCell:
     shape = _placeholder_shape(tuple(batch_shape), self.feature_shape, self.feature_ndim, 1)
     carry = self.module.initialize_carry(jax.random.key(0), shape)
     return jax.tree.map(lambda c: c.astype(dtype) if jnp.issubdtype(c.dtype, jnp.floating) else c, carry)
+
+  def hidden_leaves(self, carry) -> Any:
+    """Hook: the carry leaves ``recurrent_dropout`` masks: ``h`` of the ``(c, h)`` of Flax's LSTM
+    cells (``nn.LSTMCell``, ``nn.OptimizedLSTMCell``, ``nn.ConvLSTMCell``), else every floating leaf."""
+    if isinstance(self.module, _CELL_STATE_FIRST):
+      return (False, True)
+    return jax.tree.map(lambda leaf: bool(jnp.issubdtype(leaf.dtype, jnp.floating)), carry)
 
   def __call__(self, params, carry, x: Array) -> tuple[Any, Array]:
     """Returns ``(new_carry, y)`` of one step, ``module.apply({'params': params}, carry, x)``.
