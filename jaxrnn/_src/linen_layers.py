@@ -149,9 +149,11 @@ class Recurrent(_Layer):
     backward_cell: the backward direction's cell when ``bidirectional`` (as
       Flax's ``nn.Bidirectional`` allows); ``None`` uses ``cell``. Same output
       size and carry shapes as ``cell``.
-    num_layers, bidirectional, time_major, dropout, recurrent_dropout, dtype,
-      param_dtype, unroll, remat, checkpoint_every, hoist_input_projection,
-      fused_backward: as for [`RNN`][jaxrnn.RNN] (keyword-only).
+
+  The other attributes (``num_layers``, ``bidirectional``, ``time_major``,
+  ``dropout``, ``recurrent_dropout``, ``dtype``, ``param_dtype``, ``unroll``,
+  ``remat``, ``checkpoint_every``, ``hoist_input_projection``,
+  ``fused_backward``) are those of [`RNN`][jaxrnn.RNN], keyword-only.
 
   Parameters are ``params['l0']``, ``params['l0_reverse']``, ...: the tree of
   the cell's ``init`` for layer 0, which reads ``F`` features; layer ``k > 0``
