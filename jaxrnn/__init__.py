@@ -11,6 +11,9 @@ from jaxrnn._src.cells import lstm_cell
 from jaxrnn._src.cells import rnn_relu_cell
 from jaxrnn._src.cells import rnn_tanh_cell
 from jaxrnn._src.decode import generate
+from jaxrnn._src.flax_style_cells import ConvLSTMCell
+from jaxrnn._src.flax_style_cells import LayerNormLSTMCell
+from jaxrnn._src.flax_style_cells import MGUCell
 from jaxrnn._src.init import torch_uniform
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
@@ -38,12 +41,15 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
   'Cell',
   'CellParams',
+  'ConvLSTMCell',
   'ElmanCell',
   'GRU',
   'GRUCell',
   'LSTM',
   'LSTMCell',
   'LSTMState',
+  'LayerNormLSTMCell',
+  'MGUCell',
   'RNN',
   'Recurrent',
   'generate',
