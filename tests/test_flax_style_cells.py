@@ -468,3 +468,7 @@ def test_conv_lstm_is_hashable_and_names_a_wrong_spatial_shape():
     cell(params, cell.initial_carry((2,)), jnp.ones((2, 5, 5, 3)))
   with pytest.raises(ValueError, match=r'`carry` \(c\)'):
     cell(params, cell.initial_carry((3,)), jnp.ones((2, 5, 5, 2)))
+  with pytest.raises(
+    ValueError, match=r"keys \['hh', 'ih'\], got keys \['params'\] \(pass variables\['params'\]"
+  ):
+    cell({'params': params}, cell.initial_carry((2,)), jnp.ones((2, 5, 5, 2)))

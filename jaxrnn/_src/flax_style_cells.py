@@ -54,6 +54,21 @@ def _check_callable(name: str, value) -> None:
     raise TypeError(f'`{name}` must be callable, got {type(value).__name__} {value!r}.')
 
 
+def _check_param_names(cell, params, names: Sequence[str]) -> None:
+  """Names a ``params`` that is not the cell's tree, e.g. Flax's whole ``variables``."""
+  if isinstance(params, Mapping) and set(names) <= set(params):
+    return
+  got = f'keys {sorted(params)}' if isinstance(params, Mapping) else type(params).__name__
+  hint = (
+    " (pass variables['params'], not the variables)"
+    if isinstance(params, Mapping) and 'params' in params
+    else ''
+  )
+  raise ValueError(
+    f'`params` of {type(cell).__name__} must be a dict with keys {sorted(names)}, got {got}{hint}.'
+  )
+
+
 def _dense(x: Array, params: Mapping[str, Array]) -> Array:
   """Returns Flax's ``Dense``: ``x @ kernel + bias`` (``bias`` if present), accumulated in >= float32."""
   z = matmul(x, params['kernel'])
@@ -159,6 +174,7 @@ class MGUCell:
   def __call__(self, params: Mapping, carry: Array, x: Array) -> tuple[Array, Array]:
     """Returns ``(h', h')`` for ``carry h: [*batch, H]`` and ``x: [*batch, F]``."""
     h = carry
+    _check_param_names(self, params, ('if', 'hf', 'hn', 'in'))
     _check_vector_step(params['if']['kernel'], self.features, h, x)
     forget = self.gate_fn(_dense(x, params['if']) + _dense(h, params['hf']))
     recurrent = _dense(h, params['hn'])
@@ -214,8 +230,8 @@ class ConvLSTMCell:
   it too: ``strides`` is accepted for Flax's signature but must be 1, and the
   padding must total ``k - 1`` on each axis (``'SAME'``, ``'CIRCULAR'``,
   ``'REFLECT'``, 1-D ``'CAUSAL'``, or explicit pairs such as ``(1, 1)`` for
-  ``k = 3``; ``'VALID'`` only for ``k = 1``). Flax's cell fails on the others as
-  well, when the new carry's shape differs from the old one's.
+  ``k = 3``; ``'VALID'`` only for ``k = 1``). Flax's own cell cannot run over a
+  sequence with the others either: its new carry would not have the old one's shape.
 
   Attributes:
     features: ``H``, the number of filters of each gate (``output_size``).
@@ -371,6 +387,7 @@ class ConvLSTMCell:
   ) -> tuple[tuple[Array, Array], Array]:
     """Returns ``((c', h'), h')`` for ``carry (c, h)``, each ``[*batch, *S, H]``, and ``x: [*batch, *S, C]``."""
     c, h = carry
+    _check_param_names(self, params, ('ih', 'hh'))
     self._check_step(params, c, h, x)
     ndim = self.feature_ndim
     batch_shape = x.shape[: x.ndim - ndim]
@@ -556,6 +573,7 @@ class LayerNormLSTMCell:
   def __call__(self, params: Mapping[str, Array], carry: LSTMState, x: Array) -> tuple[LSTMState, Array]:
     """Returns ``(LSTMState(h', c'), h')`` for ``x: [*batch, F]``."""
     h, c = carry
+    _check_param_names(self, params, ('w_ih', 'w_hh', 'ln_ih_scale', 'ln_hh_scale', 'ln_c_scale'))
     _check_vector_step(params['w_ih'], self.hidden_size, h, x)
     if tuple(jnp.shape(c)) != tuple(jnp.shape(h)):
       raise ValueError(
