@@ -428,6 +428,28 @@ def test_nnx_recurrent_equals_linen(rng, name):
   assert_trees_close(twin(x, lengths), layer.apply(variables, x, lengths), atol=1e-6)
 
 
+@pytest.mark.parametrize('name', ['conv_lstm', slow('layer_norm_lstm')])
+def test_recurrent_dropout_masks_h_not_c(rng, name):
+  """With ``h = 0`` and ``c != 0`` at the start, the first step is the same with and without
+  recurrent dropout only if ``c`` is left unmasked; later steps read a masked ``h``."""
+  cell, in_features = CELLS[name]
+  layer = jaxrnn.Recurrent(cell, recurrent_dropout=0.5)
+  x = cell_inputs(rng, in_features, steps=2)
+  variables = random_params(layer.init, rng, x)
+  zeros = layer.initial_carry((B,))
+  hidden = cell.hidden_leaves(zeros)
+  h_index = 0 if isinstance(zeros, jaxrnn.LSTMState) else 1  # LSTMState(h, c); Flax's (c, h)
+  assert tuple(hidden) == tuple(i == h_index for i in range(2))
+  leaves = [leaf if flag else normal(rng, leaf.shape, 1.0) for leaf, flag in zip(zeros, hidden, strict=True)]
+  carry = jax.tree.unflatten(jax.tree.structure(zeros), leaves)
+  kept, _ = layer.apply(variables, x, None, carry)
+  dropped, _ = layer.apply(
+    variables, x, None, carry, deterministic=False, rngs={'dropout': jax.random.key(1)}
+  )
+  assert_trees_close(dropped[:, 0], kept[:, 0], atol=1e-6)
+  assert not np.allclose(dropped[:, 1], kept[:, 1], atol=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------
 # Hyper-parameter errors and hashing
 

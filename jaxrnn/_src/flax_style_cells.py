@@ -377,6 +377,10 @@ class ConvLSTMCell:
     shape = (*batch_shape, *self.spatial_shape, self.features)
     return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
+  def hidden_leaves(self, carry: tuple[Array, Array]) -> tuple[bool, bool]:
+    """Hook: recurrent dropout masks ``h`` (the input of the recurrent convolution), not ``c``."""
+    return False, True
+
   def widen_carry(self, carry: tuple[Array, Array]) -> tuple[Array, Array]:
     """Hook: the cell state ``c`` accumulates in (at least) float32, also for bfloat16 compute."""
     c, h = carry
@@ -565,6 +569,10 @@ class LayerNormLSTMCell:
     """Returns zeros ``LSTMState(h: [*batch, H], c: [*batch, H])``."""
     shape = (*batch_shape, self.hidden_size)
     return LSTMState(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+  def hidden_leaves(self, carry: LSTMState) -> LSTMState:
+    """Hook: recurrent dropout masks ``h`` (the input of the recurrent matmul), not ``c``."""
+    return LSTMState(True, False)
 
   def widen_carry(self, carry: LSTMState) -> LSTMState:
     """Hook: the cell state ``c`` accumulates in (at least) float32, also for bfloat16 compute."""
