@@ -437,11 +437,10 @@ def test_recurrent_dropout_masks_h_not_c(rng, name):
   x = cell_inputs(rng, in_features, steps=2)
   variables = random_params(layer.init, rng, x)
   zeros = layer.initial_carry((B,))
-  hidden = cell.hidden_leaves(zeros)
-  h_index = 0 if isinstance(zeros, jaxrnn.LSTMState) else 1  # LSTMState(h, c); Flax's (c, h)
-  assert tuple(hidden) == tuple(i == h_index for i in range(2))
-  leaves = [leaf if flag else normal(rng, leaf.shape, 1.0) for leaf, flag in zip(zeros, hidden, strict=True)]
-  carry = jax.tree.unflatten(jax.tree.structure(zeros), leaves)
+  if isinstance(zeros, jaxrnn.LSTMState):
+    carry = jaxrnn.LSTMState(zeros.h, normal(rng, zeros.c.shape, 1.0))
+  else:  # Flax's (c, h)
+    carry = (normal(rng, zeros[0].shape, 1.0), zeros[1])
   kept, _ = layer.apply(variables, x, None, carry)
   dropped, _ = layer.apply(
     variables, x, None, carry, deterministic=False, rngs={'dropout': jax.random.key(1)}
