@@ -31,7 +31,7 @@ class CharLM(nn.Module):
     outputs, carry = self.lstm(self.embed(tokens))
     return self.head(outputs), carry
 
-  def step(self, carry, tokens):
+  def step(self, tokens, carry):
     y, carry = self.lstm.step(self.embed(tokens), carry)
     return self.head(y), carry
 

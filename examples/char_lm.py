@@ -73,7 +73,7 @@ class CharLM(nn.Module):
     outputs, carry = self.lstm(self.embed(tokens), lengths)
     return self.head(outputs), carry
 
-  def step(self, carry, tokens):
+  def step(self, tokens, carry):
     """Logits ``[B, V]`` after one more character ``tokens [B]``."""
     y, carry = self.lstm.step(self.embed(tokens), carry)
     return self.head(y), carry

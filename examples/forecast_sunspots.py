@@ -44,7 +44,7 @@ class Forecaster(nn.Module):
     outputs, carry = self.lstm(series)
     return self.head(outputs), carry
 
-  def step(self, carry, value):
+  def step(self, value, carry):
     """One more year: ``[B, 1] -> [B, 1]``."""
     y, carry = self.lstm.step(value, carry)
     return self.head(y), carry
@@ -101,7 +101,7 @@ def main():
 
     def year(state, _):
       carry, value = state
-      nxt, carry = model.apply(params, carry, value, method='step')
+      nxt, carry = model.apply(params, value, carry, method='step')
       return (carry, nxt), value[0, 0]
 
     _, path = jax.lax.scan(year, (carry, first), None, length=args.horizon)

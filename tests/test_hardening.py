@@ -251,7 +251,7 @@ def test_hessian_works_through_the_fused_backward(rng):
 def test_generate_names_a_step_function_with_outputs_swapped():
   """B: a step returning ``(carry, logits)`` failed with a scan carry-type error."""
 
-  def swapped(carry, tokens):
+  def swapped(tokens, carry):
     return carry + 1, jax.nn.one_hot(tokens + 1, 10)
 
   with pytest.raises(TypeError, match=r'It looks like \(new_carry, logits\): return the logits first'):

@@ -105,7 +105,7 @@ def test_fitting_variables_and_gradients_still_convert(rng):
 # A5: generate never samples with a made-up key, and rejects impossible arguments.
 
 
-def count_up(carry, tokens):  # logits favour token + 1
+def count_up(tokens, carry):  # logits favour token + 1
   return jax.nn.one_hot(tokens + 1, 10) * 5.0, carry + 1
 
 

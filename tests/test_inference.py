@@ -123,7 +123,7 @@ class CharModel(nn.Module):
     outputs, carry = self.lstm(self.embed(tokens), lengths)
     return self.head(outputs), carry
 
-  def step(self, carry, tokens):
+  def step(self, tokens, carry):
     y, carry = self.lstm.step(self.embed(tokens), carry)
     return self.head(y), carry
 
@@ -174,6 +174,129 @@ def test_sampling_repeats_per_key_and_compiles_once(char_model):
   assert not np.array_equal(a, b) and not np.array_equal(a, greedy)
   assert a.shape == (4, 20) and a.dtype == prompts.dtype
   chex.clear_trace_counter()
+
+
+# generate's logits, against a Python loop over the same step function.
+
+V = 7
+
+
+@pytest.fixture(scope='module')
+def toy_step():
+  """A tiny Elman language model as a pure ``step_fn(tokens [*batch], h [*batch, H])``."""
+  rng = np.random.default_rng(3)
+  embed, w_hh, head = (jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in [(V, H), (H, H), (H, V)])
+
+  def step_fn(tokens, h):
+    h = jnp.tanh(embed[tokens] + h @ w_hh)
+    return 2.0 * h @ head, h
+
+  return step_fn
+
+
+def loop_logits(step_fn, carry, first_tokens, tokens):
+  """Returns ``([*batch, S, V], final_carry)``: step_fn's logits when fed first_tokens then tokens."""
+  inputs = np.concatenate([first_tokens[..., None], tokens[..., :-1]], axis=-1)
+  step_fn, logits = jax.jit(step_fn), []
+  for t in range(tokens.shape[-1]):
+    logits_t, carry = step_fn(inputs[..., t], carry)
+    logits.append(logits_t)
+  return jnp.stack(logits, axis=-2), carry
+
+
+def test_greedy_logits_equal_a_python_loop_and_tokens_are_their_argmax(toy_step):
+  batch = (2, 3)  # several batch axes: logits [*batch, S, V]
+  first = jnp.arange(6).reshape(batch) % V
+  carry = jnp.asarray(np.random.default_rng(4).normal(size=(*batch, H)), jnp.float32)
+  generate = functools.partial(jaxrnn.generate, toy_step, num_steps=6, return_logits=True)
+  tokens, logits, final_carry = jax.jit(generate)(carry, first)  # jit: one compilation, faster than eager
+  assert tokens.shape == (*batch, 6) and logits.shape == (*batch, 6, V) and logits.dtype == jnp.float32
+  # oracle: a Python loop feeding back its own argmax, sharing nothing with generate but step_fn
+  expected_tokens, token, h, step = [], first, carry, jax.jit(toy_step)
+  for _ in range(6):
+    logits_t, h = step(token, h)
+    token = np.argmax(logits_t, -1)
+    expected_tokens.append(token)
+  np.testing.assert_array_equal(tokens, np.stack(expected_tokens, -1))
+  expected_logits, expected_carry = loop_logits(toy_step, carry, first, tokens)
+  np.testing.assert_allclose(logits, expected_logits, atol=1e-5)
+  np.testing.assert_allclose(final_carry, expected_carry, atol=1e-5)
+  np.testing.assert_array_equal(tokens, jnp.argmax(logits, -1))
+
+
+def test_sampled_tokens_are_drawn_from_the_returned_logits_and_compile_once(toy_step):
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def sample(carry, first, key, temperature):
+    with_logits = jaxrnn.generate(toy_step, carry, first, 8, key, temperature=temperature, return_logits=True)
+    return with_logits, jaxrnn.generate(toy_step, carry, first, 8, key, temperature=temperature)
+
+  first, carry, key, temperature = jnp.array([0, 3, 5, 6]), jnp.zeros((4, H)), jax.random.key(7), 1.7
+  (tokens, logits, final_carry), (tokens_only, carry_only) = sample(carry, first, key, temperature)
+  expected_logits, expected_carry = loop_logits(toy_step, carry, first, tokens)
+  np.testing.assert_allclose(logits, expected_logits, atol=1e-5)  # before the temperature
+  np.testing.assert_allclose(final_carry, expected_carry, atol=1e-5)
+  step_keys = jax.random.split(key, 8)  # step t samples with the t-th key (documented)
+
+  def draw(key_and_logits):
+    step_key, logits_t = key_and_logits
+    return jax.random.categorical(step_key, logits_t / temperature)
+
+  drawn = jax.jit(functools.partial(jax.lax.map, draw))((step_keys, jnp.moveaxis(logits, 1, 0)))
+  np.testing.assert_array_equal(tokens, drawn.T)
+  assert not np.array_equal(tokens, jnp.argmax(logits, -1))  # sampled, not greedy
+  np.testing.assert_array_equal(tokens_only, tokens)  # the default returns the same, without logits
+  np.testing.assert_array_equal(carry_only, final_carry)
+  (tokens, logits, _), _ = sample(carry, first, key, 0.0)  # a new temperature: no new trace
+  np.testing.assert_array_equal(tokens, jnp.argmax(logits, -1))
+  chex.clear_trace_counter()
+
+
+def test_logits_keep_the_step_dtype_and_zero_steps_give_empty_logits(toy_step):
+  def bf16_step(tokens, h):
+    logits, h = toy_step(tokens, h)
+    return logits.astype(jnp.bfloat16), h
+
+  tokens, logits, _ = jaxrnn.generate(bf16_step, jnp.zeros((2, H)), jnp.array([1, 2]), 3, return_logits=True)
+  assert logits.dtype == jnp.bfloat16 and logits.shape == (2, 3, V)
+  tokens, logits, _ = jaxrnn.generate(toy_step, jnp.zeros((2, H)), jnp.array([1, 2]), 0, return_logits=True)
+  assert tokens.shape == (2, 0) and logits.shape == (2, 0, V)
+  with pytest.raises(TypeError, match='`return_logits` must be True or False'):
+    jaxrnn.generate(toy_step, jnp.zeros((2, H)), jnp.array([1, 2]), 3, return_logits='True')
+
+
+def test_a_step_function_in_the_old_carry_first_order_is_named(toy_step, char_model):
+  """jaxrnn 0.1's ``step_fn(carry, tokens)``, whether it raises or returns the wrong shapes."""
+
+  def old_toy(h, tokens):  # called as old_toy(tokens, h): indexes with the float carry, raises
+    return toy_step(tokens, h)
+
+  def old_count_up(steps, tokens):  # called swapped: logits [V] for tokens [2], no error of its own
+    return jax.nn.one_hot(tokens + 1, 10) * 5.0, steps + 1
+
+  class OldOrderModel(CharModel):
+    def step(self, carry, tokens):
+      y, carry = self.lstm.step(self.embed(tokens), carry)
+      return self.head(y), carry
+
+  _, variables, _ = char_model
+  old_model_step = functools.partial(OldOrderModel().apply, variables, method='step')
+  cases = [
+    (old_toy, jnp.zeros((2, H)), jnp.array([0, 4])),
+    (old_count_up, 0, jnp.array([0, 4])),
+    (old_model_step, jaxrnn.LSTM(16, num_layers=2).initial_carry((2,)), jnp.array([0, 4])),
+  ]
+  for step_fn, carry, first in cases:
+    with pytest.raises(TypeError, match=r'`step_fn\(carry, tokens\)`.*takes \(input, carry\)'):
+      jaxrnn.generate(step_fn, carry, first, 3)
+
+
+def test_an_error_inside_a_step_function_is_raised_unchanged(toy_step):
+  def broken(tokens, h):
+    raise ValueError('broken step')
+
+  with pytest.raises(ValueError, match='^broken step'):
+    jaxrnn.generate(broken, jnp.zeros((2, H)), jnp.array([0, 4]), 3)
 
 
 EXPORT_CHECK = """

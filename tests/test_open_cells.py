@@ -272,7 +272,7 @@ def test_generate_and_export_with_a_user_cell(rng):
     def __call__(self, tokens):
       return self.head(self.rnn(self.embed(tokens))[0])
 
-    def step(self, carry, tokens):
+    def step(self, tokens, carry):
       y, carry = self.rnn.step(self.embed(tokens), carry)
       return self.head(y), carry
 

@@ -1,4 +1,8 @@
-"""Autoregressive decoding under ``jax.lax.scan``: one compiled loop, no Python loop per token."""
+"""Autoregressive decoding under ``jax.lax.scan``: one compiled loop, no Python loop per token.
+
+Every step function in jaxrnn takes ``(input, carry)`` and returns ``(output, new_carry)``, like
+``layer.step(x, carry)``; ``generate``'s ``step_fn(tokens, carry) -> (logits, new_carry)`` too.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._src.config import _check_int
+from jaxrnn._src.config import check_bool
 from jaxrnn._src.types import Array
 
 
@@ -17,52 +22,105 @@ def _describe(tree) -> str:
   return str(jax.tree.map(lambda a: f'{jnp.dtype(a.dtype).name}{list(np.shape(a))}', tree))
 
 
-def _check_step_output(out, carry, tokens):
-  """Returns ``(logits, new_carry)`` from ``step_fn``'s output, or raises naming what is wrong."""
+def _is_logits(a, tokens) -> bool:
+  return (
+    hasattr(a, 'shape') and len(a.shape) == tokens.ndim + 1 and tuple(a.shape[:-1]) == tuple(tokens.shape)
+  )
+
+
+def _is_like_carry(tree, carry) -> bool:
+  return jax.tree.structure(tree) == jax.tree.structure(carry) and all(
+    np.shape(a) == np.shape(b) for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(carry), strict=True)
+  )
+
+
+def _is_step_output(out, tokens, carry) -> bool:
+  """Whether ``out`` is ``(logits [*batch, V] floating, new_carry shaped like carry)``."""
+  if not isinstance(out, (tuple, list)) or len(out) != 2:
+    return False
+  logits, new_carry = out
+  return (
+    _is_logits(logits, tokens)
+    and jnp.issubdtype(logits.dtype, jnp.floating)
+    and _is_like_carry(new_carry, carry)
+  )
+
+
+def _takes_carry_first(step_fn, tokens, carry) -> bool:
+  """Whether ``step_fn(carry, tokens)`` (the order of jaxrnn 0.1) traces to a valid step output.
+
+  Only asked once the documented order has failed, so a correct ``step_fn`` is traced once.
+  """
+  try:
+    out = jax.eval_shape(step_fn, carry, tokens)
+  except Exception:  # any failure means "no evidence of the old order"
+    return False
+  return _is_step_output(out, tokens, carry)
+
+
+_OLD_ORDER_HINT = (
+  ' It looks like `step_fn(carry, tokens)`, the order of jaxrnn 0.1: every step function in jaxrnn '
+  'takes (input, carry) and returns (output, new_carry), like `layer.step(x, carry)`; swap its arguments.'
+)
+
+
+def _call_step(step_fn, tokens, carry):
+  """Returns ``(logits, new_carry)`` of ``step_fn(tokens, carry)``, or raises naming what is wrong."""
   expected = (
-    f'`step_fn(carry, tokens)` must return (logits [*batch, V] = {list(tokens.shape)} + [V], new_carry '
+    f'`step_fn(tokens, carry)` must return (logits [*batch, V] = {list(tokens.shape)} + [V], new_carry '
     f'shaped like carry {_describe(carry)})'
   )
+  try:
+    out = step_fn(tokens, carry)
+  except Exception as error:
+    if _takes_carry_first(step_fn, tokens, carry):
+      raise TypeError(f'`step_fn(tokens, carry)` raised {type(error).__name__}.{_OLD_ORDER_HINT}') from error
+    raise
+  if _is_step_output(out, tokens, carry):
+    return out
   if not isinstance(out, (tuple, list)) or len(out) != 2:
-    raise TypeError(f'{expected}, got {type(out).__name__}.')
-  logits, new_carry = out
-
-  def is_logits(a):
-    return hasattr(a, 'shape') and a.ndim == tokens.ndim + 1 and tuple(a.shape[:-1]) == tuple(tokens.shape)
-
-  def like_carry(tree):
-    return jax.tree.structure(tree) == jax.tree.structure(carry) and all(
-      np.shape(a) == np.shape(b) for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(carry), strict=True)
-    )
-
-  if is_logits(logits) and jnp.issubdtype(logits.dtype, jnp.floating) and like_carry(new_carry):
-    return logits, new_carry
+    got = type(out).__name__
+  else:
+    got = f'({_describe(out[0])}, {_describe(out[1])})'
   hint = ''
-  if is_logits(new_carry) and like_carry(logits):
+  if (
+    isinstance(out, (tuple, list))
+    and len(out) == 2
+    and _is_logits(out[1], tokens)
+    and _is_like_carry(out[0], carry)
+  ):
     hint = ' It looks like (new_carry, logits): return the logits first, as `layer.step` returns (y, carry).'
-  raise TypeError(f'{expected}, got ({_describe(logits)}, {_describe(new_carry)}).{hint}')
+  elif _takes_carry_first(step_fn, tokens, carry):
+    hint = _OLD_ORDER_HINT
+  raise TypeError(f'{expected}, got {got}.{hint}')
 
 
 def generate(
-  step_fn: Callable[[object, Array], tuple[Array, object]],
+  step_fn: Callable[[Array, Any], tuple[Array, Any]],
   carry: Any,
   first_tokens: Array,
   num_steps: int,
   key: Array | None = None,
   *,
   temperature: float | Array = 0.0,
-) -> tuple[Array, Any]:
-  """Returns ``(tokens, final_carry)``: ``num_steps`` tokens generated after ``first_tokens``.
+  return_logits: bool = False,
+) -> tuple[Array, Any] | tuple[Array, Array, Any]:
+  """Returns ``(tokens, final_carry)``, or ``(tokens, logits, final_carry)`` with ``return_logits``.
 
-  Each step feeds the previous token to ``step_fn`` and picks the next one from
-  the logits: the argmax when ``temperature == 0`` (greedy), else a sample from
-  ``softmax(logits / temperature)``. ``temperature`` may be traced, so changing
-  it does not recompile; a traced temperature needs a ``key`` (it may be
+  Generates ``num_steps`` tokens after ``first_tokens``: each step feeds the
+  previous token to ``step_fn`` and picks the next one from the logits: the
+  argmax when ``temperature == 0`` (greedy), else a sample from
+  ``softmax(logits / temperature)`` drawn with ``jax.random.split(key,
+  num_steps)[t]`` at step ``t``. ``temperature`` may be traced, so changing it
+  does not recompile; a traced temperature needs a ``key`` (it may be
   positive), and a traced negative temperature, which cannot be checked under
   jit, decodes greedily.
 
+  Like every step function in jaxrnn (``layer.step(x, carry)``), ``step_fn``
+  takes the input first and the carry second, and returns the output first.
+
   Args:
-    step_fn: ``(carry, tokens [*batch]) -> (logits [*batch, V], new_carry)``,
+    step_fn: ``(tokens [*batch], carry) -> (logits [*batch, V], new_carry)``,
       e.g. an embedding, ``layer.step`` and a Dense head.
     carry: the state after the prompt, e.g. a sequence call's ``final_carry``.
     first_tokens: integers ``[*batch]``, the last token of each prompt (or the
@@ -71,27 +129,43 @@ def generate(
     key: PRNG key for sampling; required when ``temperature > 0`` or traced,
       optional (unused) for greedy decoding.
     temperature: ``>= 0``; ``0`` for greedy decoding.
+    return_logits: also return every step's logits (a static bool). Off by
+      default: stacked, they hold ``num_steps * V`` values per sequence.
 
   Returns:
     tokens: ``[*batch, num_steps]``, the generated tokens (``first_tokens``
       not included).
+    logits: only with ``return_logits=True``: ``[*batch, num_steps, V]``,
+      ``step_fn``'s output (its dtype) at every step, before the temperature:
+      ``tokens[..., t]`` is ``argmax(logits[..., t, :])`` when greedy, else
+      drawn from ``softmax(logits[..., t, :] / temperature)``. The logits that
+      chose ``first_tokens`` are the caller's, not included.
     final_carry: the carry after the last step.
 
   Raises:
-    TypeError: ``num_steps`` is not an int (or is traced); ``step_fn`` does not
-      return ``(logits [*batch, V], new_carry)`` with ``new_carry`` shaped like
-      ``carry`` (e.g. the two in the other order).
+    TypeError: ``num_steps`` is not an int (or is traced); ``return_logits``
+      is not True or False; ``step_fn`` does not return ``(logits [*batch, V],
+      new_carry)`` with ``new_carry`` shaped like ``carry`` (the message says
+      when the two are in the other order), or evidently takes ``(carry,
+      tokens)``, jaxrnn 0.1's order (detected when that order traces to valid
+      outputs and the documented one does not).
     ValueError: ``num_steps < 0``; a concrete ``temperature < 0``; no ``key``
       while ``temperature > 0`` or traced.
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
-    >>> def count_up(carry, tokens):  # logits favour token + 1
-    ...   return jax.nn.one_hot(tokens + 1, 10) * 5.0, carry + 1
+    >>> def count_up(tokens, steps):  # logits favour token + 1
+    ...   return jax.nn.one_hot(tokens + 1, 10) * 5.0, steps + 1
     >>> tokens, steps = jaxrnn.generate(count_up, 0, jnp.array([0, 4]), 3)
     >>> tokens, steps
     (Array([[1, 2, 3],
            [5, 6, 7]], dtype=int32), Array(3, dtype=int32, weak_type=True))
+    >>> tokens, logits, steps = jaxrnn.generate(
+    ...   count_up, 0, jnp.array([0, 4]), 3, return_logits=True)
+    >>> logits.shape  # [*batch, num_steps, V]
+    (2, 3, 10)
+    >>> bool(jnp.all(jnp.argmax(logits, -1) == tokens))
+    True
   """
   if isinstance(num_steps, jax.core.Tracer):
     raise TypeError(
@@ -99,6 +173,7 @@ def generate(
       'mark it static, e.g. jax.jit(..., static_argnames=...).'
     )
   _check_int('num_steps', num_steps, 0)
+  check_bool('return_logits', return_logits)
   if isinstance(temperature, jax.core.Tracer):
     if key is None:
       raise ValueError(
@@ -121,12 +196,16 @@ def generate(
 
   def body(state, step_key):
     carry, tokens = state
-    logits, carry = _check_step_output(step_fn(carry, tokens), carry, tokens)
+    logits, carry = _call_step(step_fn, tokens, carry)
     greedy = jnp.argmax(logits, axis=-1).astype(tokens.dtype)
     scaled = logits.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
     sampled = jax.random.categorical(step_key, scaled, axis=-1).astype(tokens.dtype)
     tokens = jnp.where(temperature > 0, sampled, greedy)
-    return (carry, tokens), tokens
+    # Without return_logits the scan stacks no logits at all, under jit or not.
+    return (carry, tokens), ((tokens, logits) if return_logits else tokens)
 
-  (carry, _), tokens = jax.lax.scan(body, (carry, first_tokens), jax.random.split(key, num_steps))
-  return jnp.moveaxis(tokens, 0, -1), carry
+  (carry, _), stacked = jax.lax.scan(body, (carry, first_tokens), jax.random.split(key, num_steps))
+  if not return_logits:
+    return jnp.moveaxis(stacked, 0, -1), carry
+  tokens, logits = stacked
+  return jnp.moveaxis(tokens, 0, -1), jnp.moveaxis(logits, 0, -2), carry
