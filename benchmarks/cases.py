@@ -58,13 +58,18 @@ SHAPES = {
 
 def jaxrnn_functions(shape, **options):
   """Returns ``(forward, forward_backward, args)`` for jaxrnn; ``options`` are layer fields."""
-  import jax
-  import jax.numpy as jnp
-
   import jaxrnn
 
   cls = {'lstm': jaxrnn.LSTM, 'gru': jaxrnn.GRU, 'rnn_tanh': jaxrnn.RNN}[shape.cell]
   layer = cls(shape.hidden, num_layers=shape.layers, bidirectional=shape.directions == 2, **options)
+  return layer_functions(shape, layer)
+
+
+def layer_functions(shape, layer):
+  """Returns ``(forward, forward_backward, args)`` of a jaxrnn linen ``layer`` on ``shape``'s data."""
+  import jax
+  import jax.numpy as jnp
+
   x, lengths = shape.data()
   variables = layer.init(jax.random.key(0), x[:1, :2])
 

@@ -76,10 +76,8 @@ class PlainLSTMCell:
 
 def hook_functions(shape, variant):
   """Returns ``(forward, forward_backward, args)`` of ``jaxrnn.Recurrent`` over the variant's cell."""
-  import jax
-  import jax.numpy as jnp
-
   import jaxrnn
+  from benchmarks import cases
 
   options = dict(num_layers=shape.layers, bidirectional=shape.directions == 2)
   if variant == 'user LSTM cell (no hooks)':
@@ -87,16 +85,7 @@ def hook_functions(shape, variant):
   else:
     fused = None if variant == 'LSTMCell (all hooks)' else False
     layer = jaxrnn.Recurrent(jaxrnn.LSTMCell(shape.hidden), fused_backward=fused, **options)
-  x, lengths = shape.data()
-  variables = layer.init(jax.random.key(0), x[:1, :2])
-
-  def forward(variables, x, lengths):
-    return layer.apply(variables, x, lengths)[0]
-
-  def loss(variables, x, lengths):
-    return jnp.sum(forward(variables, x, lengths))
-
-  return forward, jax.grad(loss), (variables, x, lengths)
+  return cases.layer_functions(shape, layer)
 
 
 def child(shape_name, variant, runs):

@@ -122,7 +122,8 @@ def run_stack(
           hoist_input_projection=hoist,
           **options,
         )
-      elif hasattr(cell, 'project_input'):
+      else:  # the masked loop, with the cell's input projection when it has one
+        projected = hasattr(cell, 'project_input')
         final, ys = scan_layer(
           step,
           params[row],
@@ -130,20 +131,8 @@ def run_stack(
           xs,
           seq_lengths,
           reverse=reverse,
-          input_projection=cell.project_input,
-          hoist_input_projection=hoist,
-          remat=config.remat,
-          **options,
-        )
-      else:
-        final, ys = scan_layer(
-          step,
-          params[row],
-          carry_row,
-          xs,
-          seq_lengths,
-          reverse=reverse,
-          input_projection=None,
+          input_projection=cell.project_input if projected else None,
+          hoist_input_projection=hoist and projected,
           feature_ndim=config.feature_ndim,
           remat=config.remat,
           **options,
