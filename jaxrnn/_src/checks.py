@@ -54,6 +54,22 @@ def check_inputs(
   return inputs, batch_shape, num_steps, features
 
 
+def check_step_input(x_t, feature_ndim: int = 1):
+  """Returns the features ``F`` of one step ``x_t: [*batch, F]`` after checking rank and dtype.
+
+  ``F`` is the tuple of the last ``feature_ndim`` axes when ``feature_ndim > 1``.
+  """
+  features = 'F' if feature_ndim == 1 else '*features'
+  if not hasattr(x_t, 'ndim') or x_t.ndim < 1 + feature_ndim:
+    raise ValueError(
+      f'`x_t` must have shape [*batch, {features}] with at least one batch axis, got shape '
+      f'{getattr(x_t, "shape", x_t)}.'
+    )
+  if not jnp.issubdtype(x_t.dtype, jnp.floating):
+    raise TypeError(f'`x_t` must be floating point, got dtype {x_t.dtype}.')
+  return x_t.shape[-1] if feature_ndim == 1 else tuple(x_t.shape[-feature_ndim:])
+
+
 def check_params_fit(config: LayerConfig, params, in_features, arg: str = 'inputs') -> None:
   """Raises ValueError when the first layer's ``params`` were made for other input features.
 
