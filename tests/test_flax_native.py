@@ -153,3 +153,85 @@ def test_cell_module_keeps_the_lstm_cell_state_in_float32_under_bfloat16(rng):
   variables = module.init(jax.random.key(0), state, x)
   (h, c), y = module.apply(variables, state, x)
   assert (h.dtype, c.dtype, y.dtype) == (jnp.bfloat16, jnp.float32, jnp.bfloat16)
+
+
+# ---- carries: jaxrnn's stacked carry <-> Flax's per-cell carries ------------------------------
+
+
+def _flax_lstm_params_as_jaxrnn(p):
+  """nn.LSTMCell's parameters as a built-in LSTM layer's (the same equations, gates i, f, g, o)."""
+
+  def fused(prefix, part):
+    return jnp.concatenate([p[prefix + gate][part] for gate in 'ifgo'], axis=-1)
+
+  return {
+    'w_ih': fused('i', 'kernel'),
+    'w_hh': fused('h', 'kernel'),
+    'b_ih': jnp.zeros(4 * H),
+    'b_hh': fused('h', 'bias'),
+  }
+
+
+def test_to_flax_carry_continues_a_sequence_in_flaxs_lstm(rng):
+  """jaxrnn.LSTM on the first half, its carry through to_flax_carry, nn.LSTMCell on the rest."""
+  x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
+  rnn = nn.RNN(nn.LSTMCell(H), return_carry=True)
+  flax_variables = rnn.init(jax.random.key(0), x)
+  layer = jaxrnn.LSTM(H)
+  params = {'l0': _flax_lstm_params_as_jaxrnn(flax_variables['params']['cell'])}
+
+  @jax.jit
+  def both():
+    outputs, final_carry = layer.apply({'params': params}, x)
+    _, half_carry = layer.apply({'params': params}, x[:, : T // 2])
+    (row,) = jaxrnn.interop.to_flax_carry(half_carry, layer)
+    carry, y = rnn.apply(flax_variables, x[:, T // 2 :], initial_carry=row)
+    back = jaxrnn.interop.from_flax_carry([carry], layer)
+    return (outputs[:, T // 2 :], final_carry), (y, back)
+
+  want, got = both()
+  assert isinstance(got[1], jaxrnn.LSTMState)
+  assert_trees_close(got, want, atol=1e-5)
+
+
+def test_flax_carry_round_trip_of_a_stacked_bidirectional_layer(rng):
+  layer = jaxrnn.LSTM(H, num_layers=2, bidirectional=True, proj_size=2)
+  carry = jaxrnn.LSTMState(
+    jnp.asarray(rng.normal(size=(4, B, 2)), jnp.float32), jnp.asarray(rng.normal(size=(4, B, H)), jnp.float32)
+  )
+  rows = jaxrnn.interop.to_flax_carry(carry, layer)
+  assert [tuple(np.shape(leaf) for leaf in row) for row in rows] == [((B, H), (B, 2))] * 4
+  np.testing.assert_array_equal(rows[3][0], carry.c[3])  # row layer*D + direction, (c, h)
+  assert_trees_close(jaxrnn.interop.from_flax_carry(rows, layer), carry, atol=0)
+  gru = jaxrnn.GRU(H, num_layers=2)
+  h = jnp.asarray(rng.normal(size=(2, B, H)), jnp.float32)
+  assert_trees_close(jaxrnn.interop.from_flax_carry(jaxrnn.interop.to_flax_carry(h, gru), gru), h, atol=0)
+
+
+def test_carries_of_the_wrong_convention_are_named_errors():
+  x = jnp.ones((B, T, F))
+  c, h = nn.LSTMCell(H).initialize_carry(jax.random.key(0), (B, F))
+  lstm = jaxrnn.LSTM(H)
+  variables = jax.eval_shape(lstm.init, jax.random.key(0), x)
+  # Flax's per-cell (c, h): one axis short of the layer's [L*D, *batch, H].
+  with pytest.raises(ValueError, match=r'lacks the leading \[L\*D\] axis.*from_flax_carry'):
+    jax.eval_shape(lambda v: lstm.apply(v, x, None, (c, h)), variables)
+  # With a projection the shapes tell (c, h) from (h, c).
+  proj = jaxrnn.LSTM(H, proj_size=2)
+  state = proj.initial_carry((B,))
+  proj_variables = jax.eval_shape(proj.init, jax.random.key(0), x)
+  with pytest.raises(ValueError, match=r"looks like \(c, h\), Flax's order"):
+    jax.eval_shape(lambda v: proj.apply(v, x, None, (state.c, state.h)), proj_variables)
+  # A list of per-row carries.
+  with pytest.raises(TypeError, match='from_flax_carry'):
+    jax.eval_shape(lambda v: lstm.apply(v, x, None, [(c[None], h[None])]), variables)
+  # jaxrnn's LSTMState where a Flax cell carries (c, h).
+  flax_layer = jaxrnn.Recurrent(jaxrnn.linen.FlaxCell(nn.LSTMCell(H)))
+  flax_variables = jax.eval_shape(flax_layer.init, jax.random.key(0), x)
+  with pytest.raises(TypeError, match=r"Flax's order \(c, h\).*\(state\.c, state\.h\)"):
+    jax.eval_shape(lambda v: flax_layer.apply(v, x, None, lstm.initial_carry((B,))), flax_variables)
+  # from_flax_carry counts rows.
+  with pytest.raises(TypeError, match=r'L\*D = 1 per-cell carries.*got a tuple of 2 items.*\[carry\]'):
+    jaxrnn.interop.from_flax_carry((c, h), lstm)
+  with pytest.raises(TypeError, match=r"`rows\[0\]` must be Flax's LSTM carry \(c, h\).*L\*D = 2 such pairs"):
+    jaxrnn.interop.from_flax_carry((c, h), jaxrnn.LSTM(H, bidirectional=True))

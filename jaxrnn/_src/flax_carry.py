@@ -135,7 +135,8 @@ def from_flax_carry(rows: Sequence[Any], layer) -> Carry:
       else:
         raise TypeError(
           f"`rows[{index}]` must be Flax's LSTM carry (c, h), got {type(row).__name__} "
-          f'{jax.tree.map(np.shape, row)}.'
+          f'{jax.tree.map(np.shape, row)}: `rows` is a list of L*D = {num_rows} such pairs, one per '
+          "layer and direction (for one cell's carry, [(c, h)])."
         )
     rows = states
   try:
