@@ -37,7 +37,7 @@ def test_a_decoder_that_only_steps_initialises_trains_and_matches_the_sequence_c
   xs = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
   targets = jnp.cumsum(xs[..., :1], axis=1) / T
   decoder = StepDecoder()
-  variables = decoder.init(jax.random.key(0), xs)
+  variables = jax.jit(decoder.init)(jax.random.key(0), xs)
   lstm = jaxrnn.LSTM(H)
   sequence_variables = jax.eval_shape(lstm.init, jax.random.key(0), xs)
   assert jax.tree.map(jnp.shape, variables['params']['lstm']) == jax.tree.map(
@@ -48,25 +48,25 @@ def test_a_decoder_that_only_steps_initialises_trains_and_matches_the_sequence_c
 
   @jax.jit
   def train_step(params, state):
-    loss, grads = jax.value_and_grad(lambda p: jnp.mean((decoder.apply({'params': p}, xs) - targets) ** 2))(
-      params
-    )
-    updates, state = optimizer.update(grads, state)
-    return optax.apply_updates(params, updates), state, loss
+    def loss_fn(params):
+      ys = decoder.apply({'params': params}, xs)
+      return jnp.mean((ys - targets) ** 2), ys
+
+    (loss, ys), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, new_state = optimizer.update(grads, state)
+    return optax.apply_updates(params, updates), new_state, loss, ys
 
   params, state = variables['params'], optimizer.init(variables['params'])
   losses = []
   for _ in range(5):
-    params, state, loss = train_step(params, state)
+    trained, state, loss, ys = train_step(params, state)
     losses.append(float(loss))
+    if len(losses) < 5:
+      params = trained
   assert losses[-1] < losses[0]
-
-  @jax.jit
-  def by_step_and_by_sequence(params):
-    outputs, _ = lstm.apply({'params': params['lstm']}, xs)
-    return decoder.apply({'params': params}, xs), nn.Dense(1).apply({'params': params['head']}, outputs)
-
-  np.testing.assert_allclose(*by_step_and_by_sequence(params), atol=1e-6)
+  # The last step's outputs, at the trained parameters it started from, by the sequence call.
+  outputs, _ = lstm.apply({'params': params['lstm']}, xs)
+  np.testing.assert_allclose(ys, nn.Dense(1).apply({'params': params['head']}, outputs), atol=1e-6)
 
 
 def test_step_alone_initialises_the_sequence_calls_parameters():
@@ -91,7 +91,7 @@ CELLS = {
 
 @pytest.mark.parametrize(
   'name',
-  ['lstm', 'gru', 'conv_lstm_1d', *(slow(n) for n in ('lstm_proj', 'elman_relu', 'mgu', 'layer_norm_lstm'))],
+  ['lstm', *(slow(n) for n in ('conv_lstm_1d', 'gru', 'lstm_proj', 'elman_relu', 'mgu', 'layer_norm_lstm'))],
 )
 def test_nn_rnn_over_cell_module_equals_recurrent(rng, name):
   cell, features = CELLS[name]

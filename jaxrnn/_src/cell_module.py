@@ -174,5 +174,6 @@ class CellModule(nn.RNNCellBase):
     new_carry, y = cell(_cast_floating(params, dtype), step_carry, x.astype(dtype))
     return jax.tree.map(lambda new, old: new.astype(jnp.result_type(old)), new_carry, carry), y
 
+  @nn.nowrap
   def _widened(self, carry):
     return self.cell.widen_carry(carry) if hasattr(self.cell, 'widen_carry') else carry
