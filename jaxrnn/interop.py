@@ -2,9 +2,13 @@
 
 ``from_torch`` and ``to_torch`` import torch (``pip install 'jaxrnn[torch]'``);
 ``from_state_dict`` and ``to_state_dict`` need NumPy only. ``linen_to_nnx`` and
-``nnx_to_linen`` move a layer and its parameters between Flax's two APIs.
+``nnx_to_linen`` move a layer and its parameters between Flax's two APIs;
+``to_flax_carry`` and ``from_flax_carry`` convert a layer's carry to Flax's
+per-cell carries and back.
 """
 
+from jaxrnn._src.flax_carry import from_flax_carry
+from jaxrnn._src.flax_carry import to_flax_carry
 from jaxrnn._src.flax_interop import linen_to_nnx
 from jaxrnn._src.flax_interop import nnx_to_linen
 from jaxrnn._src.torch_interop import from_state_dict
@@ -12,4 +16,13 @@ from jaxrnn._src.torch_interop import from_torch
 from jaxrnn._src.torch_interop import to_state_dict
 from jaxrnn._src.torch_interop import to_torch
 
-__all__ = ['from_state_dict', 'from_torch', 'linen_to_nnx', 'nnx_to_linen', 'to_state_dict', 'to_torch']
+__all__ = [
+  'from_flax_carry',
+  'from_state_dict',
+  'from_torch',
+  'linen_to_nnx',
+  'nnx_to_linen',
+  'to_flax_carry',
+  'to_state_dict',
+  'to_torch',
+]

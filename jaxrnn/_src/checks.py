@@ -54,6 +54,22 @@ def check_inputs(
   return inputs, batch_shape, num_steps, features
 
 
+def check_step_input(x_t, feature_ndim: int = 1, arg: str = 'x_t'):
+  """Returns the features ``F`` of one step ``x_t: [*batch, F]`` after checking rank and dtype.
+
+  ``F`` is the tuple of the last ``feature_ndim`` axes when ``feature_ndim > 1``.
+  """
+  features = 'F' if feature_ndim == 1 else '*features'
+  if not hasattr(x_t, 'ndim') or x_t.ndim < 1 + feature_ndim:
+    raise ValueError(
+      f'`{arg}` must have shape [*batch, {features}] with at least one batch axis, got shape '
+      f'{getattr(x_t, "shape", x_t)}.'
+    )
+  if not jnp.issubdtype(x_t.dtype, jnp.floating):
+    raise TypeError(f'`{arg}` must be floating point, got dtype {x_t.dtype}.')
+  return x_t.shape[-1] if feature_ndim == 1 else tuple(x_t.shape[-feature_ndim:])
+
+
 def check_params_fit(config: LayerConfig, params, in_features, arg: str = 'inputs') -> None:
   """Raises ValueError when the first layer's ``params`` were made for other input features.
 
@@ -186,14 +202,45 @@ def check_scan_args(carry, xs, seq_lengths, feature_ndim: int = 1) -> Array | No
   return check_seq_lengths(seq_lengths, batch_shape, xs.shape[0], xs.shape, True, arg='xs', layout=layout)
 
 
+def carry_mix_up_hint(expected, actual) -> str:
+  """Returns a sentence naming the likely mix-up of carry conventions, or ``''``.
+
+  jaxrnn's LSTM carry is ``LSTMState(h, c)``; Flax's LSTM cells carry a plain
+  ``(c, h)``. With equal shapes only the type tells them apart.
+  """
+  if isinstance(expected, LSTMState) and type(actual) in (tuple, list) and len(actual) == 2:
+    return (
+      " A plain 2-tuple here may be Flax's (c, h): jaxrnn's LSTM carry is LSTMState(h, c); "
+      'jaxrnn.interop.from_flax_carry converts Flax carries.'
+    )
+  if isinstance(actual, LSTMState) and not isinstance(expected, LSTMState):
+    if type(expected) is tuple and len(expected) == 2:
+      return (
+        " This cell carries a plain tuple in Flax's order (c, h); an LSTMState is jaxrnn's (h, c): "
+        'pass (state.c, state.h).'
+      )
+  if isinstance(actual, list) and not isinstance(expected, list):
+    return (
+      ' A list of per-row carries? jaxrnn.interop.from_flax_carry(rows, layer) stacks them into '
+      "the layer's carry."
+    )
+  return ''
+
+
 def _check_carry_array(name: str, value, shape, dtype, letters: str) -> Array:
   if not hasattr(value, 'shape') or not hasattr(value, 'dtype'):
     raise TypeError(f'`{name}` must be an array of shape {shape}, got {type(value).__name__}.')
   value = jnp.asarray(value)
+  hint = ''
+  if value.ndim == len(shape) - 1 and tuple(value.shape) == tuple(shape[1:]):
+    hint = (
+      ': it lacks the leading [L*D] axis of one row per layer and direction (a Flax cell carry '
+      'converts with jaxrnn.interop.from_flax_carry([carry], layer))'
+    )
   chex.assert_shape(
     value,
     shape,
-    custom_message=f'`{name}` must have shape [L*D, *batch, {letters}] = {shape}',
+    custom_message=f'`{name}` must have shape [L*D, *batch, {letters}] = {shape}{hint}',
     exception_type=ValueError,
   )
   if value.dtype != dtype:
@@ -209,7 +256,10 @@ def check_initial_carry(
 ) -> Carry:
   """Returns ``initial_carry`` (an ``LSTMState`` for LSTM) after checking structure and shapes.
 
-  ``arg`` is the argument's name in error messages.
+  ``arg`` is the argument's name in error messages. For an LSTM a plain
+  ``(h, c)`` tuple is accepted (SPEC §2, PyTorch's order); Flax's ``(c, h)``
+  is caught where the shapes tell it (``proj_size``, or one axis short), the
+  rest of the time only the documentation and ``from_flax_carry`` can.
   """
   from jaxrnn._src.compose import zeros_carry  # compose imports this module
 
@@ -223,10 +273,27 @@ def check_initial_carry(
       got = (
         f'an array of shape {initial_carry.shape}'
         if hasattr(initial_carry, 'shape')
+        else f'a {type(initial_carry).__name__} of {len(initial_carry)} items'
+        if isinstance(initial_carry, (tuple, list))
         else repr(type(initial_carry).__name__)
       )
-      raise TypeError(f'`{arg}` of an LSTM must be LSTMState(h, c) or a (h, c) tuple, got {got}.')
+      raise TypeError(
+        f'`{arg}` of an LSTM must be LSTMState(h, c) or a (h, c) tuple, got {got}.'
+        f'{carry_mix_up_hint(expected, initial_carry) if isinstance(initial_carry, list) else ""}'
+      )
     h, c = initial_carry
+    if isinstance(h, (tuple, list)):
+      raise TypeError(
+        f'`{arg}` of an LSTM must be LSTMState(h, c) with arrays h and c, got a '
+        f'{type(initial_carry).__name__} of {type(h).__name__}s.{carry_mix_up_hint(expected, [h, c])}'
+      )
+    if not isinstance(initial_carry, LSTMState) and expected.h.shape != expected.c.shape:
+      swapped = (tuple(np.shape(h)), tuple(np.shape(c))) == (expected.c.shape, expected.h.shape)
+      if swapped:
+        raise ValueError(
+          f"`{arg}` looks like (c, h), Flax's order: its first item has the shape of c {expected.c.shape} "
+          f"and its second that of h {expected.h.shape}. jaxrnn's LSTM carry is LSTMState(h, c)."
+        )
     return LSTMState(
       _check_carry_array(f'{arg}.h', h, expected.h.shape, dtype, 'H_out'),
       _check_carry_array(f'{arg}.c', c, expected.c.shape, dtype, 'H'),
@@ -236,6 +303,7 @@ def check_initial_carry(
       raise TypeError(
         f'`{arg}` of {type(config.cell).__name__} must be a single array h of shape {expected.shape}, '
         f'got a {type(initial_carry).__name__} of {len(initial_carry)} items.'
+        f'{carry_mix_up_hint(expected, initial_carry)}'
       )
     return _check_carry_array(arg, initial_carry, expected.shape, expected.dtype, 'H_out')
   # Any other cell: the same pytree as its zeros, every leaf [L*D, *batch, ...].
@@ -243,7 +311,7 @@ def check_initial_carry(
   if jax.tree.structure(initial_carry) != structure:
     raise TypeError(
       f'`{arg}` must have the structure of `layer.initial_carry(batch_shape)`, {structure}, '
-      f'got {jax.tree.structure(initial_carry)}.'
+      f'got {jax.tree.structure(initial_carry)}.{carry_mix_up_hint(expected, initial_carry)}'
     )
   paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(expected)]
   leaves = [

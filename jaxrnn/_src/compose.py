@@ -329,15 +329,7 @@ def step_layers(
       'reads the whole sequence first. Call the layer on the sequence instead.'
     )
   feature_ndim = config.feature_ndim
-  features = 'F' if feature_ndim == 1 else '*features'
-  if not hasattr(x_t, 'ndim') or x_t.ndim < 1 + feature_ndim:
-    raise ValueError(
-      f'`x_t` must have shape [*batch, {features}] with at least one batch axis, got shape '
-      f'{getattr(x_t, "shape", x_t)}.'
-    )
-  if not jnp.issubdtype(x_t.dtype, jnp.floating):
-    raise TypeError(f'`x_t` must be floating point, got dtype {x_t.dtype}.')
-  in_features = x_t.shape[-1] if feature_ndim == 1 else tuple(x_t.shape[-feature_ndim:])
+  in_features = checks.check_step_input(x_t, feature_ndim)
   checks.check_params_fit(config, params[0], in_features, 'x_t')
   if carry is not None:
     carry = checks.check_initial_carry(

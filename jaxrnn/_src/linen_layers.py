@@ -11,6 +11,7 @@ import flax.linen as nn
 
 from jaxrnn._src.checks import check_inputs
 from jaxrnn._src.checks import check_params_fit
+from jaxrnn._src.checks import check_step_input
 from jaxrnn._src.compose import apply_layers
 from jaxrnn._src.compose import step_layers
 from jaxrnn._src.fields import LayerFields
@@ -46,6 +47,11 @@ class _Layer(LayerFields, option_fields, nn.Module):
     super().__post_init__()
     self.config  # noqa: B018  (validates the hyper-parameters at construction)
 
+  # The one compact method: the sequence call and `step` both declare parameters through it, so
+  # a parent module that only ever calls `step` (a decoder under nn.scan) initialises the same
+  # tree. Flax allows `self.param` only in setup or a compact method, and setup cannot know
+  # `in_features`; `__call__` and `step` are plain methods that call this one.
+  @nn.compact
   def _declare_params(self, config, in_features) -> list:
     """Declares (at ``init``) or reads the ``L*D`` parameter groups ``l0``, ``l0_reverse``, ..."""
     params = []
@@ -58,7 +64,6 @@ class _Layer(LayerFields, option_fields, nn.Module):
         params.append(self.param(name, cell.init, features, self.param_dtype))
     return params
 
-  @nn.compact
   def __call__(
     self,
     inputs: Array,
@@ -112,6 +117,9 @@ class _Layer(LayerFields, option_fields, nn.Module):
 
     Use it as ``layer.apply(variables, x_t, carry, method='step')``; stepping
     through a sequence reproduces the sequence call. Unidirectional layers only.
+    At ``init`` it creates the parameters the sequence call would (reading
+    ``F`` from ``x_t``), so a parent module that only calls ``step``, say a
+    decoder under ``nn.scan``, initialises as it would with the sequence call.
 
     Args:
       x_t: ``[*batch, F]``, one step of input.
@@ -124,11 +132,17 @@ class _Layer(LayerFields, option_fields, nn.Module):
       new_carry: the state after this step, shaped like ``carry``.
     """
     config = self.config
-    if not self.has_variable('params', config.param_names[0]):
+    in_features = check_step_input(x_t, config.feature_ndim)
+    name = config.param_names[0]
+    if self.has_variable('params', name):
+      check_params_fit(config, self.get_variable('params', name), in_features, 'x_t')
+    elif not self.is_initializing():
       raise ValueError(
-        '`step` needs initialized parameters: pass the variables of `layer.init(key, inputs)`.'
+        f'`step` needs initialized parameters, found no {name!r}: apply it with the variables of '
+        "`layer.init(key, inputs)` or `layer.init(key, x_t, method='step')` (inside a parent module, "
+        "the parent's `init` creates them)."
       )
-    params = [self.get_variable('params', name) for name in config.param_names]
+    params = self._declare_params(config, in_features)
     return step_layers(config, params, x_t, carry, dtype=self.dtype)
 
 
