@@ -114,8 +114,13 @@ def _unit_forget_bias(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
 # Created once, so that the scheme's initializers compare equal between calls.
 _lecun_normal = jax.nn.initializers.lecun_normal()
 _glorot_uniform = jax.nn.initializers.glorot_uniform()
-_orthogonal = jax.nn.initializers.orthogonal()
+_orthogonal_qr = jax.nn.initializers.orthogonal()
 _zeros = jax.nn.initializers.zeros
+
+
+def _orthogonal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+  """``jax.nn.initializers.orthogonal()``, computed in at least float32: the CPU's QR has no bfloat16."""
+  return _orthogonal_qr(key, shape, jnp.promote_types(dtype, jnp.float32)).astype(dtype)
 
 
 def check_init_scheme(init_scheme) -> None:
