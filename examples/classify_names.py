@@ -82,13 +82,13 @@ class NameClassifier(nn.Module):
   vocab: int
   num_classes: int
   hidden: int = 128
+  init_scheme: str = 'pytorch'
 
   @nn.compact
   def __call__(self, chars, lengths, *, deterministic=True):
     x = nn.Embed(self.vocab, 32)(chars)  # [B, T, 32]
-    _, h_n = jaxrnn.GRU(self.hidden, num_layers=2, bidirectional=True, dropout=0.2)(
-      x, lengths, deterministic=deterministic
-    )
+    gru = jaxrnn.GRU(self.hidden, num_layers=2, bidirectional=True, dropout=0.2, init_scheme=self.init_scheme)
+    _, h_n = gru(x, lengths, deterministic=deterministic)
     summary = jnp.concatenate([h_n[-2], h_n[-1]], axis=-1)  # last layer, both directions: [B, 2H]
     return nn.Dense(self.num_classes)(summary)
 
@@ -125,6 +125,10 @@ def main():
   parser.add_argument('--batch-size', type=int, default=64)
   parser.add_argument('--hidden', type=int, default=128)
   parser.add_argument('--lr', type=float, default=3e-3)
+  parser.add_argument(
+    '--init', default='pytorch', choices=['pytorch', 'flax', 'keras'], help="the GRU's init_scheme"
+  )
+  parser.add_argument('--seed', type=int, default=0, help='seed of the initial parameters')
   parser.add_argument('--ckpt-dir', default='checkpoints/classify_names')
   parser.add_argument('--ckpt-every', type=int, default=1000)
   parser.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
@@ -137,8 +141,8 @@ def main():
   print(
     f'{len(data.names)} surnames in {len(languages)} languages ({len(train_index)} train, {len(test_index)} held out)'
   )
-  model = NameClassifier(data.vocab, len(languages), args.hidden)
-  params = model.init(jax.random.key(0), *batch(train_index[:2])[:2])
+  model = NameClassifier(data.vocab, len(languages), args.hidden, args.init)
+  params = model.init(jax.random.key(args.seed), *batch(train_index[:2])[:2])
   optimizer = optax.chain(
     optax.clip_by_global_norm(1.0), optax.adamw(optax.cosine_decay_schedule(args.lr, args.steps, 0.05))
   )

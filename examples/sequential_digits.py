@@ -30,10 +30,11 @@ except ModuleNotFoundError as error:
 
 class RowReader(nn.Module):
   hidden: int = 128
+  init_scheme: str = 'pytorch'
 
   @nn.compact
   def __call__(self, rows):  # rows: [B, T=8, F=8]
-    _, (h_n, _) = jaxrnn.LSTM(self.hidden)(rows)
+    _, (h_n, _) = jaxrnn.LSTM(self.hidden, init_scheme=self.init_scheme)(rows)
     return nn.Dense(10)(h_n[-1])  # the final state: one prediction per image
 
 
@@ -42,6 +43,10 @@ def main():
   parser.add_argument('--steps', type=int, default=1500)
   parser.add_argument('--batch-size', type=int, default=64)
   parser.add_argument('--lr', type=float, default=3e-3)
+  parser.add_argument(
+    '--init', default='pytorch', choices=['pytorch', 'flax', 'keras'], help="the LSTM's init_scheme"
+  )
+  parser.add_argument('--seed', type=int, default=0, help='seed of the initial parameters')
   parser.add_argument('--ckpt-dir', default='checkpoints/sequential_digits')
   parser.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
   parser.add_argument('--plot', default='digits_errors.png')
@@ -55,8 +60,8 @@ def main():
   )
   print(f'{len(images)} digits: {len(x_train)} train, {len(x_test)} held out')
 
-  model = RowReader()
-  params = model.init(jax.random.key(0), x_train[:1])
+  model = RowReader(init_scheme=args.init)
+  params = model.init(jax.random.key(args.seed), x_train[:1])
   optimizer = optax.adam(optax.cosine_decay_schedule(args.lr, args.steps, 0.05))
 
   def loss_fn(params, rows, labels):

@@ -14,6 +14,7 @@ from jaxrnn._src.decode import generate
 from jaxrnn._src.flax_style_cells import ConvLSTMCell
 from jaxrnn._src.flax_style_cells import LayerNormLSTMCell
 from jaxrnn._src.flax_style_cells import MGUCell
+from jaxrnn._src.init import per_gate
 from jaxrnn._src.init import torch_uniform
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
@@ -61,6 +62,7 @@ __all__ = [
   'mask_to_lengths',
   'nnx',
   'pad_sequences',
+  'per_gate',
   'reverse_padded',
   'rnn_relu_cell',
   'rnn_tanh_cell',

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxrnn._src import cells
 from jaxrnn._src.config import _check_int
 from jaxrnn._src.config import check_bool
+from jaxrnn._src.init import check_init_scheme
 from jaxrnn._src.init import weight_initializers
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
@@ -54,11 +55,17 @@ class _TorchCell:
   kernel_init: Initializer | None
   recurrent_kernel_init: Initializer | None
   bias_init: Initializer | None
+  init_scheme: str
   feature_ndim = 1
 
   def _check_fields(self) -> None:
     _check_int('hidden_size', self.hidden_size, 1)
     check_bool('use_bias', self.use_bias)
+    check_init_scheme(self.init_scheme)
+    for name in ('kernel_init', 'recurrent_kernel_init', 'bias_init'):
+      value = getattr(self, name)
+      if value is not None and not callable(value):
+        raise TypeError(f'`{name}` must be None or callable (key, shape, dtype), got {type(value).__name__}.')
 
   @property
   def name(self) -> str:
@@ -77,7 +84,13 @@ class _TorchCell:
   def param_specs(self, in_features: int) -> dict[str, tuple[tuple[int, ...], Initializer]]:
     """Returns ``{name: (shape, initializer)}`` of each weight, for ``x: [..., F = in_features]``."""
     initializers = weight_initializers(
-      self.hidden_size, self.kernel_init, self.recurrent_kernel_init, self.bias_init
+      self.hidden_size,
+      self.kernel_init,
+      self.recurrent_kernel_init,
+      self.bias_init,
+      init_scheme=self.init_scheme,
+      num_gates=self.kind.num_gates,
+      lstm=self.fused_kind_name == 'lstm',
     )
     gates = self.kind.num_gates * self.hidden_size
     shapes = {'w_ih': (in_features, gates), 'w_hh': (self.output_size, gates)}
@@ -127,7 +140,12 @@ class ElmanCell(_TorchCell):
     nonlinearity: ``'tanh'`` or ``'relu'``.
     use_bias: add ``b_ih`` and ``b_hh``.
     kernel_init, recurrent_kernel_init, bias_init: initializers of ``w_ih``,
-      ``w_hh`` and the biases; ``None`` is PyTorch's ``U(-1/sqrt(H), 1/sqrt(H))``.
+      ``w_hh`` and the biases; ``None`` takes ``init_scheme``'s.
+    init_scheme: the defaults of the initializers left ``None``:
+      ``'pytorch'`` (``U(-1/sqrt(H), 1/sqrt(H))`` everywhere), ``'flax'``
+      (Flax's cells: ``lecun_normal`` and ``orthogonal`` per gate, zero
+      biases) or ``'keras'`` (``glorot_uniform``, ``orthogonal``, zero
+      biases); see [Initialisation](../getting-started.md#initialisation).
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
@@ -144,6 +162,7 @@ class ElmanCell(_TorchCell):
   kernel_init: Initializer | None = dataclasses.field(**_INIT)
   recurrent_kernel_init: Initializer | None = dataclasses.field(**_INIT)
   bias_init: Initializer | None = dataclasses.field(**_INIT)
+  init_scheme: str = dataclasses.field(default='pytorch', kw_only=True)
 
   def __post_init__(self):
     self._check_fields()
@@ -174,7 +193,12 @@ class LSTMCell(_TorchCell):
     proj_size: ``P``, project ``h`` to ``P < H`` features; ``0`` for none.
     use_bias: add ``b_ih`` and ``b_hh``.
     kernel_init, recurrent_kernel_init, bias_init: initializers of ``w_ih``
-      (and ``w_hr``), ``w_hh`` and the biases; ``None`` is PyTorch's.
+      (and ``w_hr``), ``w_hh`` and the biases; ``None`` takes ``init_scheme``'s.
+    init_scheme: the defaults of the initializers left ``None``:
+      ``'pytorch'`` (``U(-1/sqrt(H), 1/sqrt(H))`` everywhere), ``'flax'``
+      (Flax's cells: ``lecun_normal`` and ``orthogonal`` per gate, zero
+      biases) or ``'keras'`` (``glorot_uniform``, ``orthogonal``, zero
+      biases but ones in the forget block of ``b_ih``); see [Initialisation](../getting-started.md#initialisation).
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
@@ -191,6 +215,7 @@ class LSTMCell(_TorchCell):
   kernel_init: Initializer | None = dataclasses.field(**_INIT)
   recurrent_kernel_init: Initializer | None = dataclasses.field(**_INIT)
   bias_init: Initializer | None = dataclasses.field(**_INIT)
+  init_scheme: str = dataclasses.field(default='pytorch', kw_only=True)
   fused_kind_name = 'lstm'
 
   def __post_init__(self):
@@ -241,7 +266,12 @@ class GRUCell(_TorchCell):
     hidden_size: ``H``.
     use_bias: add ``b_ih`` and ``b_hh``.
     kernel_init, recurrent_kernel_init, bias_init: initializers of ``w_ih``,
-      ``w_hh`` and the biases; ``None`` is PyTorch's.
+      ``w_hh`` and the biases; ``None`` takes ``init_scheme``'s.
+    init_scheme: the defaults of the initializers left ``None``:
+      ``'pytorch'`` (``U(-1/sqrt(H), 1/sqrt(H))`` everywhere), ``'flax'``
+      (Flax's cells: ``lecun_normal`` and ``orthogonal`` per gate, zero
+      biases) or ``'keras'`` (``glorot_uniform``, ``orthogonal``, zero
+      biases); see [Initialisation](../getting-started.md#initialisation).
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
@@ -257,6 +287,7 @@ class GRUCell(_TorchCell):
   kernel_init: Initializer | None = dataclasses.field(**_INIT)
   recurrent_kernel_init: Initializer | None = dataclasses.field(**_INIT)
   bias_init: Initializer | None = dataclasses.field(**_INIT)
+  init_scheme: str = dataclasses.field(default='pytorch', kw_only=True)
   fused_kind_name = 'gru'
 
   def __post_init__(self):
