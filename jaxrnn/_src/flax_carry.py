@@ -44,7 +44,7 @@ def _floating_dtype(tree):
   return floating[0] if floating else jnp.float32
 
 
-def to_flax_carry(carry: Carry, layer) -> list:
+def to_flax_carry(carry: Carry, layer: Any) -> list:
   """Returns a layer's carry as a list of ``L*D`` per-cell carries in Flax's layout.
 
   Row ``layer*D + direction`` of every leaf becomes one cell's carry; an
@@ -86,7 +86,7 @@ def to_flax_carry(carry: Carry, layer) -> list:
   return per_row
 
 
-def from_flax_carry(rows: Sequence[Any], layer) -> Carry:
+def from_flax_carry(rows: Sequence[Any], layer: Any) -> Carry:
   """Returns the layer carry ``[L*D, *batch, ...]`` stacked from ``L*D`` Flax per-cell carries.
 
   The inverse of [`to_flax_carry`][jaxrnn.interop.to_flax_carry]: for an
