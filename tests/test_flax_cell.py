@@ -128,6 +128,7 @@ def test_matches_flax_rnn(name):
   assert jax.tree.map(jnp.shape, layer_shapes) == jax.tree.map(jnp.shape, flax_shapes)
 
 
+@pytest.mark.slow
 def test_conv_lstm_matches_flax_rnn():
   cell = nn.ConvLSTMCell(H, kernel_size=(2, 2))
   x = normal(1, (2, 3, 4, 4, F))  # [B, T, H, W, C]
@@ -258,6 +259,7 @@ def test_step_reproduces_the_sequence_call():
   assert_trees_close(carry, final_carry, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_nnx_recurrent_runs_and_equals_linen():
   cell = FlaxCell(nn.GRUCell(H))
   module = jaxrnn.nnx.Recurrent(cell, F, rngs=nnx.Rngs(0))

@@ -193,6 +193,7 @@ def test_incompatible_options_are_refused(options, message):
     make_layer('lstm', hidden_size=H, **options)
 
 
+@pytest.mark.slow
 def test_nnx_layers_take_the_same_options(rng):
   from flax import nnx
 

@@ -236,6 +236,7 @@ def test_forward_mode_through_the_fused_backward_names_the_option(rng):
     jax.jacfwd(f)(x)
 
 
+@pytest.mark.slow
 def test_hessian_works_through_the_fused_backward(rng):
   """B: the docs said ``jax.hessian`` needs ``fused_backward=False``; it is forward over reverse."""
   layer = make_layer('lstm', hidden_size=2)

@@ -310,6 +310,7 @@ print('ok')
 """
 
 
+@pytest.mark.slow
 def test_exported_step_round_trips_through_bytes_in_a_fresh_process(rng, tmp_path):
   layer = jaxrnn.LSTM(8, num_layers=2, proj_size=3)
   variables = layer.init(jax.random.key(0), jnp.ones((1, 2, F)))

@@ -127,6 +127,7 @@ def test_nnx_grad_matches_linen_grad(rng):
   assert_trees_close(nnx.to_pure_dict(nnx_grads), linen_grads['params'], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_nnx_vmap_over_batch_of_sequences(rng):
   module = jaxrnn.nnx.GRU(F, H, rngs=nnx.Rngs(0))
   xs = jnp.asarray(rng.normal(size=(3, B, T, F)), jnp.float32)

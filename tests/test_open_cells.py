@@ -224,6 +224,7 @@ def test_gradients_match_autodiff_through_a_plain_loop(rng):
   assert_trees_close((got[0]['l0'], got[1]), want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_padding_nan_is_never_read_and_gradients_stay_finite(rng):
   layer = jaxrnn.Recurrent(DecayCell(H), bidirectional=True)
   x = np.asarray(rng.normal(size=(B, T, F)), np.float32)

@@ -106,6 +106,7 @@ def test_traced_lengths_out_of_range_are_clipped(rng):
   assert_trees_equal(clipped, want)
 
 
+@pytest.mark.slow
 def test_grad_through_initial_carry_of_empty_sequence(rng):
   """Length 0 returns the initial carry: its gradient is the identity, not NaN or 0."""
   layer = make_layer('lstm', hidden_size=H)
