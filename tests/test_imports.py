@@ -8,14 +8,7 @@ import sys
 import jaxrnn
 
 SRC = pathlib.Path(jaxrnn.__file__).parent / '_src'
-FLAX_FILES = {
-  'cell_module.py',
-  'linen_layers.py',
-  'nnx_layers.py',
-  'flax_interop.py',
-  'flax_cells.py',
-  'torch_interop.py',
-}
+FLAX_FILES = {'linen_layers.py', 'nnx_layers.py', 'flax_interop.py', 'torch_interop.py'}
 
 
 def imported_modules(path):
@@ -50,7 +43,7 @@ def test_public_names_are_exported():
 
 def test_flax_wrappers_hold_no_loop_or_mask_code():
   """linen and NNX layers only declare parameters: time loop and masking live in the core."""
-  for name in ('cell_module.py', 'linen_layers.py', 'nnx_layers.py'):
+  for name in ('linen_layers.py', 'nnx_layers.py'):
     text = (SRC / name).read_text()
     for token in ('lax.scan', 'jnp.where', 'jnp.flip', 'reverse_padded', 'seq_lengths <', 'swapaxes'):
       assert token not in text, (name, token)

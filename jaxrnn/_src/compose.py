@@ -104,8 +104,7 @@ def run_stack(
       row = layer * directions + direction
       cell = config.row_cell(row)
       carry_row = jax.tree.map(operator.itemgetter(row), carry)
-      if hasattr(cell, 'widen_carry'):  # e.g. the LSTM cell state accumulates in float32
-        carry_row = cell.widen_carry(carry_row)
+      carry_row = widen_carry(cell, carry_row)  # e.g. the LSTM cell state accumulates in float32
       reverse = direction == 1
       step = cell.recurrence if hasattr(cell, 'project_input') else cell
       if recurrent_dropout:  # keys apart from those of dropout between layers (fold_in(rng, layer))
@@ -144,7 +143,7 @@ def run_stack(
       xs = dropout(jax.random.fold_in(dropout_rng, layer), config.dropout, xs)
 
   final_carry = jax.tree.map(lambda *leaves: jnp.stack(leaves), *finals)
-  return xs, jax.tree.map(lambda leaf: _cast_floating(leaf, xs.dtype), final_carry)
+  return xs, cast_floating(final_carry, xs.dtype)
 
 
 _RECURRENT_DROPOUT_STREAM = 1 << 30
@@ -187,8 +186,17 @@ def _with_recurrent_dropout(step, cell, carry: Carry, key: Array, rate: float):
   return dropped
 
 
-def _cast_floating(leaf: Array, dtype) -> Array:
-  return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+def cast_floating(tree, dtype):
+  """Returns ``tree`` with its floating-point leaves cast to ``dtype`` (integer leaves kept)."""
+  return jax.tree.map(
+    lambda leaf: leaf.astype(dtype) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) else leaf,
+    tree,
+  )
+
+
+def widen_carry(cell, carry: Carry) -> Carry:
+  """Returns ``carry`` through the cell's ``widen_carry`` hook (e.g. the LSTM cell state in float32)."""
+  return cell.widen_carry(carry) if hasattr(cell, 'widen_carry') else carry
 
 
 def apply_layers(
@@ -263,7 +271,7 @@ def _run_checked(config, dtype, params, inputs, seq_lengths, carry, dropout_rng)
     xs = xs.reshape(num_steps, batch_size, *features)
   else:
     xs = jnp.swapaxes(xs.reshape(batch_size, num_steps, *features), 0, 1)
-  params = [jax.tree.map(lambda w: _cast_floating(jnp.asarray(w), dtype), p) for p in params]
+  params = [cast_floating(jax.tree.map(jnp.asarray, p), dtype) for p in params]
   # Carry leaves [L*D, *batch, ...] -> [L*D, B, ...]: the loops see one batch axis.
   batch_ndim = len(batch_shape)
   carry = jax.tree.map(

@@ -267,11 +267,8 @@ class GRUCell(_TorchCell):
     use_bias: add ``b_ih`` and ``b_hh``.
     kernel_init, recurrent_kernel_init, bias_init: initializers of ``w_ih``,
       ``w_hh`` and the biases; ``None`` takes ``init_scheme``'s.
-    init_scheme: the defaults of the initializers left ``None``:
-      ``'pytorch'`` (``U(-1/sqrt(H), 1/sqrt(H))`` everywhere), ``'flax'``
-      (Flax's cells: ``lecun_normal`` and ``orthogonal`` per gate, zero
-      biases) or ``'keras'`` (``glorot_uniform``, ``orthogonal``, zero
-      biases); see [Initialisation](../getting-started.md#initialisation).
+    init_scheme: ``'pytorch'``, ``'flax'`` or ``'keras'``, as for
+      [`ElmanCell`][jaxrnn.ElmanCell].
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxrnn
