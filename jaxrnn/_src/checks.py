@@ -15,7 +15,8 @@ from jaxrnn._src.types import Carry
 from jaxrnn._src.types import LSTMState
 
 
-def _layout(time_major: bool, feature_ndim: int = 1) -> str:
+def layout_of(time_major: bool, feature_ndim: int = 1) -> str:
+  """Returns the layout of a layer's inputs in words, for error messages."""
   features = 'F' if feature_ndim == 1 else '*features'
   if time_major:
     return f'[T, *batch, {features}] (time_major=True)'
@@ -30,7 +31,7 @@ def check_inputs(
   ``F`` is the last axis, or the tuple of the last ``feature_ndim`` axes when
   ``feature_ndim > 1``.
   """
-  layout = _layout(time_major, feature_ndim)
+  layout = layout_of(time_major, feature_ndim)
   if not hasattr(inputs, 'shape') or not hasattr(inputs, 'dtype'):
     raise TypeError(f'`inputs` must be an array of shape {layout}, got {type(inputs).__name__}.')
   inputs = jnp.asarray(inputs)
@@ -158,7 +159,7 @@ def check_seq_lengths(
       hint = f' It matches the other layout: did you mean time_major={not time_major}?'
     raise ValueError(
       f'`seq_lengths` must have the batch shape {tuple(batch_shape)} of `{arg}` '
-      f'{tuple(inputs_shape)} laid out as {layout or _layout(time_major)}, got shape {shape}.{hint}'
+      f'{tuple(inputs_shape)} laid out as {layout or layout_of(time_major)}, got shape {shape}.{hint}'
     )
   if isinstance(seq_lengths, jax.core.Tracer):
     return jnp.clip(seq_lengths, 0, num_steps).astype(jnp.int32)
@@ -167,31 +168,44 @@ def check_seq_lengths(
     raise ValueError(
       f'`seq_lengths` must lie in [0, T] = [0, {num_steps}], got values in '
       f'[{values.min()}, {values.max()}] ({arg} {tuple(inputs_shape)} laid out as '
-      f'{layout or _layout(time_major)}).'
+      f'{layout or layout_of(time_major)}).'
     )
   return jnp.asarray(values, jnp.int32)
 
 
-def check_scan_args(carry, xs, seq_lengths, feature_ndim: int = 1) -> Array | None:
-  """Checks ``scan_layer``'s arguments on entry; returns ``seq_lengths`` as an int32 array or None.
+def check_scan_args(
+  carry, xs, seq_lengths, feature_ndim: int = 1, segment_ids=None
+) -> tuple[Array | None, Array | None]:
+  """Checks ``scan_layer``'s arguments on entry; returns ``(seq_lengths, segment_ids)`` as int32 arrays or None.
 
   ``xs: [T, *batch, *features]`` with ``feature_ndim`` feature axes; every carry
-  leaf and ``seq_lengths`` must have the batch shape. Concrete lengths outside
+  leaf and ``seq_lengths`` must have the batch shape (with ``segment_ids``
+  ``[T, *batch]``, carry leaves ``[*batch, S, ...]``). Concrete lengths outside
   ``[0, T]`` raise; traced ones are clipped to ``[0, T]``.
   """
   layout = '[T, *batch, F]' if feature_ndim == 1 else '[T, *batch, *features]'
   if not hasattr(xs, 'shape') or xs.ndim < 1 + feature_ndim:
     raise ValueError(f'`xs` must have shape {layout}, got {getattr(xs, "shape", type(xs).__name__)}.')
   batch_shape = tuple(xs.shape[1 : xs.ndim - feature_ndim])
-  for path, leaf in jax.tree_util.tree_leaves_with_path(carry):
+  leaves = jax.tree_util.tree_leaves_with_path(carry)
+  prefix, what = batch_shape, 'leading batch shape'
+  if segment_ids is not None and leaves:
+    first = tuple(np.shape(leaves[0][1]))
+    prefix, what = batch_shape + first[len(batch_shape) : len(batch_shape) + 1], '[*batch, S] prefix'
+  for path, leaf in leaves:
     shape = tuple(np.shape(leaf))
-    if shape[: len(batch_shape)] != batch_shape:
+    if shape[: len(prefix)] != prefix:
       raise ValueError(
-        f'`carry{jax.tree_util.keystr(path)}` must have leading batch shape {batch_shape} of `xs` '
+        f'`carry{jax.tree_util.keystr(path)}` must have {what} {prefix} of `xs` '
         f'{tuple(xs.shape)} ({layout}), got shape {shape}.'
       )
+  if segment_ids is not None:
+    ids, _ = check_segment_ids(
+      segment_ids, prefix[-1], (xs.shape[0], *batch_shape), xs.shape, 0, seq_lengths, arg='xs', layout=layout
+    )
+    return None, ids
   if seq_lengths is None:
-    return None
+    return None, None
   shape = tuple(np.shape(seq_lengths))
   if shape != batch_shape:
     raise ValueError(
@@ -199,7 +213,90 @@ def check_scan_args(carry, xs, seq_lengths, feature_ndim: int = 1) -> Array | No
       f'({layout}), got shape {shape}.'
     )
   # dtype and range: the layers' own check
-  return check_seq_lengths(seq_lengths, batch_shape, xs.shape[0], xs.shape, True, arg='xs', layout=layout)
+  lengths = check_seq_lengths(seq_lengths, batch_shape, xs.shape[0], xs.shape, True, arg='xs', layout=layout)
+  return lengths, None
+
+
+def check_segment_ids(
+  segment_ids,
+  num_segments,
+  ids_shape,
+  inputs_shape,
+  time_axis: int,
+  seq_lengths=None,
+  *,
+  arg: str = 'inputs',
+  layout: str = '',
+) -> tuple[Array, int]:
+  """Returns ``(segment_ids as int32, S)`` after checking them (SPEC §11).
+
+  ``ids_shape`` is the shape of ``arg`` without its feature axes and
+  ``time_axis`` the position of ``T`` in it. Concrete ids must lie in ``[0, S]``
+  with each positive id one contiguous run per row; traced ids outside
+  ``[0, S]`` are read as padding. ``num_segments=None`` is the largest id,
+  which needs concrete ids.
+  """
+  if seq_lengths is not None:
+    raise ValueError(
+      '`seq_lengths` and `segment_ids` are exclusive: `seq_lengths` is the one-sequence-per-row case '
+      'of `segment_ids` (ids 1 on the first seq_lengths[b] steps, 0 after).'
+    )
+  ids = _as_array(segment_ids)
+  if not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise TypeError(f'`segment_ids` must be integers (0 for padding, 1..S), got dtype {ids.dtype}.')
+  shape, ids_shape = tuple(np.shape(ids)), tuple(ids_shape)
+  if shape != ids_shape:
+    hint = ''
+    if sorted(shape) == sorted(ids_shape) and len(shape) == 2:
+      hint = ' It is the transpose: mind `time_major`.'
+    raise ValueError(
+      f'`segment_ids` must have shape {ids_shape}, the shape of `{arg}` {tuple(inputs_shape)} laid out as '
+      f'{layout} without its feature axes, got shape {shape}.{hint}'
+    )
+  traced = isinstance(ids, jax.core.Tracer)
+  if num_segments is None:
+    if traced:
+      raise ValueError(
+        '`num_segments` must be given (a Python int S) when `segment_ids` are traced (under jit): '
+        'it fixes the shape of final_carry, [L*D, *batch, S, ...].'
+      )
+    num_segments = max(int(np.max(ids, initial=0)), 1)
+  if isinstance(num_segments, bool) or not isinstance(num_segments, (int, np.integer)) or num_segments < 1:
+    raise TypeError(
+      f'`num_segments` must be a positive Python int (the number of slots S per row, static under jit), '
+      f'got {num_segments!r}.'
+    )
+  num_segments = int(num_segments)
+  if traced:
+    return jnp.where((ids < 0) | (ids > num_segments), 0, ids).astype(jnp.int32), num_segments
+  values = np.moveaxis(np.asarray(ids), time_axis, -1)  # [*batch, T]
+  if values.size and (values.min() < 0 or values.max() > num_segments):
+    bad = np.argwhere((values < 0) | (values > num_segments))[0]
+    raise ValueError(
+      f'`segment_ids` must lie in [0, num_segments] = [0, {num_segments}] (0 for padding), got '
+      f'{values[tuple(bad)]} in row {tuple(bad[:-1].tolist())} at step {bad[-1]}.'
+    )
+  _check_contiguous(values)
+  return jnp.asarray(np.asarray(ids), jnp.int32), num_segments
+
+
+def _check_contiguous(values: np.ndarray) -> None:
+  """Raises naming the first row whose positive id occurs in more than one run (``values: [*batch, T]``)."""
+  rows = values.reshape(-1, values.shape[-1]) if values.ndim else values.reshape(1, -1)
+  before = np.concatenate([np.full((rows.shape[0], 1), -1), rows[:, :-1]], axis=1)
+  row, step = np.nonzero((rows != before) & (rows > 0))  # the first step of every run
+  keys = row * (int(rows.max(initial=0)) + 1) + rows[row, step]
+  unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
+  if (counts > 1).any():
+    r, t = row[first[counts > 1][0]], step[first[counts > 1][0]]
+    segment = rows[r, t]
+    runs = step[(row == r) & (rows[row, step] == segment)].tolist()
+    batch_index = tuple(np.unravel_index(r, values.shape[:-1])) if values.ndim > 1 else ()
+    raise ValueError(
+      f'`segment_ids` must mark each sequence as one contiguous run of steps, but id {segment} in row '
+      f'{tuple(int(i) for i in batch_index)} has runs starting at steps {runs}. Give each sequence of a '
+      'row its own id.'
+    )
 
 
 def carry_mix_up_hint(expected, actual) -> str:

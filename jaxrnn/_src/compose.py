@@ -64,6 +64,7 @@ def run_stack(
   seq_lengths: Array | None,
   carry: Carry,
   *,
+  segment_ids: Array | None = None,
   dropout_rng: Array | None = None,
 ) -> tuple[Array, Carry]:
   """Returns ``(ys, final_carry)`` of the whole stack on time-major inputs.
@@ -78,13 +79,16 @@ def run_stack(
     params: ``L*D`` cell parameters, index ``layer*D + direction``.
     xs: ``[T, B, *features]``.
     seq_lengths: ``[B]`` integers in ``[0, T]`` or ``None``.
-    carry: leaves ``[L*D, B, ...]``, in the carry-row order of ``params``.
+    carry: leaves ``[L*D, B, ...]``, in the carry-row order of ``params``;
+      with ``segment_ids``, ``[L*D, B, S, ...]``: each packed sequence's.
+    segment_ids: ``[T, B]`` packed sequences (exclusive with ``seq_lengths``).
     dropout_rng: a key to drop outputs of every layer but the last; ``None``
       for no dropout.
 
   Returns:
     ys: ``[T, B, ..., D*H_out]``, the last layer's outputs, forward half first.
-    final_carry: leaves ``[L*D, B, ...]``, row ``layer*D + direction``.
+    final_carry: leaves ``[L*D, B, ...]`` (``[L*D, B, S, ...]`` with
+      ``segment_ids``), row ``layer*D + direction``.
   """
   directions = config.num_directions
   hoist = config.hoist_input_projection
@@ -109,7 +113,11 @@ def run_stack(
       step = cell.recurrence if hasattr(cell, 'project_input') else cell
       if recurrent_dropout:  # keys apart from those of dropout between layers (fold_in(rng, layer))
         key = jax.random.fold_in(dropout_rng, _RECURRENT_DROPOUT_STREAM + row)
-        step = _with_recurrent_dropout(step, cell, carry_row, key, config.recurrent_dropout)
+        # Packed: one mask per row, which the row's sequences share.
+        shape_of = (
+          carry_row if segment_ids is None else jax.tree.map(operator.itemgetter((slice(None), 0)), carry_row)
+        )
+        step = _with_recurrent_dropout(step, cell, shape_of, key, config.recurrent_dropout)
       if fused:
         final, ys = fused_scan_layer(
           cell.fused_kind,
@@ -117,6 +125,7 @@ def run_stack(
           carry_row,
           xs,
           seq_lengths,
+          segment_ids=segment_ids,
           reverse=reverse,
           hoist_input_projection=hoist,
           **options,
@@ -129,6 +138,7 @@ def run_stack(
           carry_row,
           xs,
           seq_lengths,
+          segment_ids=segment_ids,
           reverse=reverse,
           input_projection=cell.project_input if projected else None,
           hoist_input_projection=hoist and projected,
@@ -206,18 +216,25 @@ def apply_layers(
   seq_lengths: Array | None = None,
   initial_carry: Carry | None = None,
   *,
+  segment_ids: Array | None = None,
+  num_segments: int | None = None,
   dtype=None,
   dropout_rng: Array | None = None,
   deterministic: bool = True,
 ) -> tuple[Array, Carry]:
-  """Returns ``(outputs, final_carry)`` of a recurrent layer (SPEC §2).
+  """Returns ``(outputs, final_carry)`` of a recurrent layer (SPEC §2, packed: §11).
 
   Args:
     config: the layer's hyper-parameters.
     params: ``L*D`` cell parameters, index ``layer*D + direction``.
     inputs: ``[*batch, T, F]``, or ``[T, *batch, F]`` when ``config.time_major``.
     seq_lengths: integers ``[*batch]`` in ``[0, T]``; ``None`` for all ``T``.
-    initial_carry: like ``final_carry``; ``None`` for zeros.
+    initial_carry: like ``final_carry``; ``None`` for zeros. With
+      ``segment_ids`` either ``[L*D, *batch, ...]`` (shared by the sequences of
+      a row) or ``[L*D, *batch, S, ...]`` (one per sequence).
+    segment_ids: integers ``[*batch, T]`` (time-major ``[T, *batch]``):
+      sequences packed in rows, 0 for padding, ids ``1..S``.
+    num_segments: ``S``; ``None`` is the largest id (concrete ids only).
     dtype: compute dtype; ``None`` promotes the inputs' and parameters' dtypes.
     dropout_rng: key for dropout between layers (needed when
       ``deterministic=False`` and ``config.dropout > 0``).
@@ -227,7 +244,8 @@ def apply_layers(
     outputs: ``[*batch, T, D*H_out]`` (time-major ``[T, *batch, D*H_out]``),
       zeros at ``t >= seq_lengths``.
     final_carry: ``[L*D, *batch, H_out]`` (``LSTMState`` with
-      ``c: [L*D, *batch, H]`` for LSTM).
+      ``c: [L*D, *batch, H]`` for LSTM); with ``segment_ids``
+      ``[L*D, *batch, S, ...]``, index ``s - 1`` for sequence ``s``.
   """
   inputs, batch_shape, num_steps, in_features = checks.check_inputs(
     inputs, config.time_major, config.feature_ndim
@@ -235,10 +253,21 @@ def apply_layers(
   checks.check_params_fit(config, params[0], in_features)
   dtype = compute_dtype(inputs, params, dtype)
   seq_lengths = checks.check_seq_lengths(seq_lengths, batch_shape, num_steps, inputs.shape, config.time_major)
-  if initial_carry is None:
-    carry = zeros_carry(config, batch_shape, dtype)
+  if segment_ids is None and num_segments is not None:
+    raise ValueError('`num_segments` was given without `segment_ids`.')
+  if segment_ids is None:
+    carry = _initial_carry(config, initial_carry, batch_shape, dtype)
   else:
-    carry = checks.check_initial_carry(initial_carry, config, batch_shape, dtype)
+    segment_ids, num_segments = checks.check_segment_ids(
+      segment_ids,
+      num_segments,
+      inputs.shape[: inputs.ndim - config.feature_ndim],
+      inputs.shape,
+      0 if config.time_major else len(batch_shape),
+      seq_lengths,
+      layout=checks.layout_of(config.time_major, config.feature_ndim),
+    )
+    carry = _packed_initial_carry(config, initial_carry, batch_shape, num_segments, dtype)
 
   use_dropout = config.draws_dropout(deterministic)
   if use_dropout and dropout_rng is None:
@@ -251,13 +280,52 @@ def apply_layers(
     use_dropout and config.recurrent_dropout > 0
   ):  # here, outside the jit below, forward mode is still visible
     refuse_forward_mode(params, inputs, carry, initial_carry)
-  args = (config, dtype, list(params), inputs, seq_lengths, carry, dropout_rng if use_dropout else None)
+  args = (
+    config,
+    dtype,
+    list(params),
+    inputs,
+    seq_lengths,
+    segment_ids,
+    carry,
+    dropout_rng if use_dropout else None,
+  )
   if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args[2:])):
     return _run_checked(*args)  # traced (jit, grad, vmap): part of the caller's program
   return _run_checked_eagerly(*args)
 
 
-def _run_checked(config, dtype, params, inputs, seq_lengths, carry, dropout_rng):
+def _initial_carry(
+  config: LayerConfig, initial_carry, batch_shape, dtype, arg: str = 'initial_carry'
+) -> Carry:
+  """Returns the checked ``initial_carry``, or zeros where it is None."""
+  if initial_carry is None:
+    return zeros_carry(config, batch_shape, dtype)
+  return checks.check_initial_carry(initial_carry, config, batch_shape, dtype, arg)
+
+
+def _packed_initial_carry(config: LayerConfig, initial_carry, batch_shape, num_segments: int, dtype) -> Carry:
+  """Returns one initial carry per packed sequence, leaves ``[L*D, *batch, S, ...]``.
+
+  ``initial_carry`` may be that already, or ``[L*D, *batch, ...]`` shared by the
+  sequences of a row (told apart by the rank of its first leaf).
+  """
+  slots = (*batch_shape, num_segments)
+  shared = jax.eval_shape(lambda: zeros_carry(config, batch_shape, dtype))
+  leaves = jax.tree.leaves(initial_carry)
+  if initial_carry is None or not leaves or jnp.ndim(leaves[0]) != jax.tree.leaves(shared)[0].ndim:
+    return _initial_carry(config, initial_carry, slots, dtype)
+  carry = _initial_carry(config, initial_carry, batch_shape, dtype)
+  axis = 1 + len(batch_shape)
+  return jax.tree.map(
+    lambda leaf: jnp.broadcast_to(
+      jnp.expand_dims(leaf, axis), (*leaf.shape[:axis], num_segments, *leaf.shape[axis:])
+    ),
+    carry,
+  )
+
+
+def _run_checked(config, dtype, params, inputs, seq_lengths, segment_ids, carry, dropout_rng):
   """The part of ``apply_layers`` after its checks."""
   feature_ndim = config.feature_ndim
   features = inputs.shape[inputs.ndim - feature_ndim :]
@@ -284,8 +352,17 @@ def _run_checked(config, dtype, params, inputs, seq_lengths, carry, dropout_rng)
     # which are already zero at padding.
     valid = jnp.arange(num_steps)[:, None] < seq_lengths[None, :]
     xs = jnp.where(valid.reshape(valid.shape + (1,) * feature_ndim), xs, jnp.zeros_like(xs))
+  if segment_ids is not None:  # [T, B], padding zeroed as above
+    if config.time_major:
+      segment_ids = segment_ids.reshape(num_steps, batch_size)
+    else:
+      segment_ids = jnp.swapaxes(segment_ids.reshape(batch_size, num_steps), 0, 1)
+    valid = segment_ids > 0
+    xs = jnp.where(valid.reshape(valid.shape + (1,) * feature_ndim), xs, jnp.zeros_like(xs))
 
-  ys, final_carry = run_stack(config, params, xs, seq_lengths, carry, dropout_rng=dropout_rng)
+  ys, final_carry = run_stack(
+    config, params, xs, seq_lengths, carry, segment_ids=segment_ids, dropout_rng=dropout_rng
+  )
 
   out_features = ys.shape[2:]
   if config.time_major:

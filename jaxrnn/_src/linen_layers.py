@@ -78,6 +78,8 @@ class _Layer(LayerFields, option_fields, nn.Module):
     seq_lengths: Array | None = None,
     initial_carry: Carry | None = None,
     *,
+    segment_ids: Array | None = None,
+    num_segments: int | None = None,
     deterministic: bool = True,
   ) -> tuple[Array, Carry]:
     """Returns ``(outputs, final_carry)``.
@@ -86,7 +88,15 @@ class _Layer(LayerFields, option_fields, nn.Module):
       inputs: ``[*batch, T, F]``, or ``[T, *batch, F]`` when ``time_major``
         (``F`` stands for the cell's ``feature_ndim`` feature axes).
       seq_lengths: integers ``[*batch]`` in ``[0, T]``; ``None`` means all ``T``.
-      initial_carry: shaped like ``final_carry``; ``None`` means zeros.
+      initial_carry: shaped like ``final_carry``; ``None`` means zeros. With
+        ``segment_ids``, ``[L*D, *batch, S, ...]`` (one per sequence) or
+        ``[L*D, *batch, ...]`` (shared by a row's sequences).
+      segment_ids: integers ``[*batch, T]`` (time-major ``[T, *batch]``) instead
+        of ``seq_lengths``: several sequences packed in each row, ``0`` for
+        padding and ``1..S`` for the sequences, each a contiguous run (SPEC §11).
+        Every sequence runs as if alone, in both directions.
+      num_segments: ``S``, a Python int (static under jit); ``None`` is the
+        largest id, which needs concrete ids.
       deterministic: if False, apply dropout between layers and recurrent
         dropout (``'dropout'`` rng).
 
@@ -98,7 +108,9 @@ class _Layer(LayerFields, option_fields, nn.Module):
         step, ``[L*D, *batch, H_out]``, row ``layer*D + direction``. For LSTM an
         [`LSTMState`][jaxrnn.LSTMState] ``(h, c)`` with ``c: [L*D, *batch, H]``,
         which unpacks like PyTorch's ``(h_n, c_n)``; for any cell its carry
-        with every leaf stacked ``[L*D, *batch, ...]``.
+        with every leaf stacked ``[L*D, *batch, ...]``. With ``segment_ids``, every leaf
+        ``[L*D, *batch, S, ...]``: index ``s - 1`` holds sequence ``s``'s final
+        state (the initial carry for ids that do not occur).
     """
     config = self.config
     _, _, _, in_features = check_inputs(inputs, config.time_major, config.feature_ndim)
@@ -115,6 +127,8 @@ class _Layer(LayerFields, option_fields, nn.Module):
       inputs,
       seq_lengths,
       initial_carry,
+      segment_ids=segment_ids,
+      num_segments=num_segments,
       dtype=self.dtype,
       dropout_rng=rng,
       deterministic=deterministic,

@@ -115,6 +115,8 @@ class _Layer(LayerFields, nnx.Module):
     seq_lengths: Array | None = None,
     initial_carry: Carry | None = None,
     *,
+    segment_ids: Array | None = None,
+    num_segments: int | None = None,
     deterministic: bool | None = None,
   ) -> tuple[Array, Carry]:
     """Returns ``(outputs, final_carry)``, exactly as the linen layer does.
@@ -122,7 +124,15 @@ class _Layer(LayerFields, nnx.Module):
     Args:
       inputs: ``[*batch, T, F]``, or ``[T, *batch, F]`` when ``time_major``.
       seq_lengths: integers ``[*batch]`` in ``[0, T]``; ``None`` means all ``T``.
-      initial_carry: shaped like ``final_carry``; ``None`` means zeros.
+      initial_carry: shaped like ``final_carry``; ``None`` means zeros. With
+        ``segment_ids``, ``[L*D, *batch, S, ...]`` (one per sequence) or
+        ``[L*D, *batch, ...]`` (shared by a row's sequences).
+      segment_ids: integers ``[*batch, T]`` (time-major ``[T, *batch]``) instead
+        of ``seq_lengths``: several sequences packed in each row, ``0`` for
+        padding and ``1..S`` for the sequences, each a contiguous run (SPEC §11).
+        Every sequence runs as if alone, in both directions.
+      num_segments: ``S``, a Python int (static under jit); ``None`` is the
+        largest id, which needs concrete ids.
       deterministic: disables dropout between layers; ``None`` uses the
         attribute set by the constructor, ``module.train()`` (False) or
         ``module.eval()`` (True).
@@ -134,7 +144,9 @@ class _Layer(LayerFields, nnx.Module):
       final_carry: the state of every layer and direction after its last valid
         step, ``[L*D, *batch, H_out]``, row ``layer*D + direction``. For LSTM an
         [`LSTMState`][jaxrnn.LSTMState] ``(h, c)`` with ``c: [L*D, *batch, H]``,
-        which unpacks like PyTorch's ``(h_n, c_n)``.
+        which unpacks like PyTorch's ``(h_n, c_n)``. With ``segment_ids``, every leaf
+        ``[L*D, *batch, S, ...]``: index ``s - 1`` holds sequence ``s``'s final
+        state (the initial carry for ids that do not occur).
     """
     config = self.config
     if deterministic is None:
@@ -150,6 +162,8 @@ class _Layer(LayerFields, nnx.Module):
       inputs,
       seq_lengths,
       initial_carry,
+      segment_ids=segment_ids,
+      num_segments=num_segments,
       dtype=self.dtype,
       dropout_rng=rng,
       deterministic=deterministic,

@@ -34,6 +34,9 @@ from jaxrnn._src import checks
 from jaxrnn._src import xla_cpu
 from jaxrnn._src.cells import project_input
 from jaxrnn._src.cells import upcast
+from jaxrnn._src.segments import record
+from jaxrnn._src.segments import reset
+from jaxrnn._src.segments import segment_steps
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
 from jaxrnn._src.types import CellParams
@@ -71,6 +74,7 @@ def scan_layer(
   xs: Array,
   seq_lengths: Array | None = None,
   *,
+  segment_ids: Array | None = None,
   reverse: bool = False,
   input_projection: Callable[[CellParams, Array], Array] | None = project_input,
   hoist_input_projection: bool = False,
@@ -86,10 +90,15 @@ def scan_layer(
       ``jaxrnn.lstm_cell`` with ``input_projection=None`` or a cell's
       recurrence with the default ``input_projection``.
     params: the cell's parameters (any pytree).
-    carry: pytree with leaves ``[*batch, ...]``.
+    carry: pytree with leaves ``[*batch, ...]``; with ``segment_ids``, one
+      initial carry per packed sequence, leaves ``[*batch, S, ...]``.
     xs: ``[T, *batch, F]`` time-major inputs (``[T, *batch, *features]``
       with ``feature_ndim`` feature axes).
     seq_lengths: integers ``[*batch]`` in ``[0, T]``, or ``None`` (all valid).
+    segment_ids: integers ``[T, *batch]`` instead of ``seq_lengths``: several
+      sequences packed in each row (SPEC §11), ``0`` for padding and ids
+      ``1..S`` for the sequences, each one contiguous run of steps. Every
+      sequence starts from its own initial carry (``carry[..., id - 1, :]``).
     reverse: read ``x[len-1], ..., x[0]`` (padding-aware backward direction).
     input_projection: ``(params, x) -> gx`` applied to the inputs before
       ``recurrence``; ``None`` passes ``x`` through unchanged.
@@ -104,7 +113,9 @@ def scan_layer(
 
   Returns:
     final_carry: the carry after each sequence's last valid step (the initial
-      carry where ``seq_lengths == 0``), leaves ``[*batch, ...]``.
+      carry where ``seq_lengths == 0``), leaves ``[*batch, ...]``; with
+      ``segment_ids``, each packed sequence's, leaves ``[*batch, S, ...]`` (the
+      initial carry for ids that do not occur).
     ys: ``[T, *batch, H_out]``, the output of every step; zeros at padded
       steps.
 
@@ -121,7 +132,7 @@ def scan_layer(
     >>> h[:, 0]
     Array([2., 4.], dtype=float32)
   """
-  seq_lengths = checks.check_scan_args(carry, xs, seq_lengths, feature_ndim)
+  seq_lengths, segment_ids = checks.check_scan_args(carry, xs, seq_lengths, feature_ndim, segment_ids)
   project = input_projection
   if project is not None and hoist_input_projection:
     xs = project(params, xs)
@@ -139,6 +150,8 @@ def scan_layer(
 
   if remat:
     step = jax.checkpoint(step)
+  if segment_ids is not None:
+    return _scan_packed(step, carry, xs, segment_ids, reverse, unroll, checkpoint_every)
   if checkpoint_every and seq_lengths is None and xs.shape[0] % checkpoint_every:
     seq_lengths = jnp.full(
       xs.shape[1 : xs.ndim - feature_ndim], xs.shape[0]
@@ -157,6 +170,32 @@ def scan_layer(
   return with_empty_sequences(
     lambda carry: in_chunks(run, carry, xs, checkpoint_every, reverse), carry, seq_lengths
   )
+
+
+def _scan_packed(step, initial: Carry, xs: Array, segment_ids: Array, reverse, unroll, checkpoint_every):
+  """``scan_layer``'s loop over packed sequences: reset at each start, record at each end.
+
+  The loop carries the running carry and the store of final carries (leaves
+  ``[*batch, S, ...]``, starting as the initial carries, so that ids that do
+  not occur keep theirs). The running carry starts at zeros and is never read
+  before a reset: a row's first valid step always starts a sequence.
+  """
+  batch_ndim = segment_ids.ndim - 1
+  running = jax.tree.map(lambda leaf: jnp.zeros_like(leaf[(slice(None),) * batch_ndim + (0,)]), initial)
+
+  def run(state, ts, inputs):
+    def body(state, inputs):
+      running, store = state
+      x, segment = inputs
+      carry = reset(running, initial, segment)
+      carry, y = masked_update(segment.valid, step(carry, x), carry)
+      return (carry, record(store, carry, segment)), y
+
+    return xla_cpu.scan_wide(body, state, inputs, reverse=reverse, unroll=unroll)
+
+  segments = segment_steps(segment_ids, reverse)
+  (_, store), ys = in_chunks(run, (running, initial), (xs, segments), checkpoint_every, reverse)
+  return store, ys
 
 
 def with_empty_sequences(loop, carry: Carry, seq_lengths: Array | None) -> tuple[Carry, Array]:
@@ -195,19 +234,24 @@ def in_chunks(run, carry: Carry, xs: Array, every: int, reverse: bool) -> tuple[
   """Returns ``run(carry, ts, xs)``, in checkpointed chunks of ``every`` steps if ``every > 0``.
 
   ``run(carry, ts, xs) -> (carry, ys)`` loops over axis 0 of ``ts`` (the step
-  indices) and ``xs``. The last chunk is padded with steps ``t >= T``, which the
-  masks treat as padding (the caller must mask, i.e. pass ``seq_lengths``).
+  indices) and ``xs`` (any pytree of ``[T, ...]`` arrays). The last chunk is
+  padded with steps ``t >= T`` and zeros in ``xs``, which the masks must treat
+  as padding (the caller passes ``seq_lengths``, or segment ids: id 0).
   """
-  num_steps = xs.shape[0]
+  num_steps = jax.tree.leaves(xs)[0].shape[0]
   ts = jnp.arange(num_steps)
   if not every or every >= num_steps:
     return run(carry, ts, xs)
   chunks = -(-num_steps // every)
   pad = chunks * every - num_steps
-  xs = jnp.concatenate([xs, jnp.zeros((pad, *xs.shape[1:]), xs.dtype)]) if pad else xs
+
+  def split(x):
+    x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    return x.reshape(chunks, every, *x.shape[1:])
+
   ts = jnp.arange(chunks * every).reshape(chunks, every)
   chunk = jax.checkpoint(lambda carry, inputs: run(carry, *inputs))
-  carry, ys = jax.lax.scan(chunk, carry, (ts, xs.reshape(chunks, every, *xs.shape[1:])), reverse=reverse)
+  carry, ys = jax.lax.scan(chunk, carry, (ts, jax.tree.map(split, xs)), reverse=reverse)
   return carry, ys.reshape(chunks * every, *ys.shape[2:])[:num_steps]
 
 

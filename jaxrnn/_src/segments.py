@@ -1,0 +1,113 @@
+"""Packed sequences (SPEC §11): the reset mask beside the padding mask.
+
+Several sequences share a row, marked by ``segment_ids``: ``0`` is padding, a
+positive id one sequence's contiguous run of steps. The loops (``scan.py``,
+``fused.py``) read four facts per step and row, precomputed once per direction
+as a ``Segments`` of ``[T, *batch]`` arrays:
+
+- ``valid``: the step belongs to a sequence (otherwise padding: carry kept,
+  output zero, as for ``seq_lengths``);
+- ``start``: it is the first step of its sequence *in the loop's order*, so the
+  loop resets the carry to that sequence's initial carry before it;
+- ``end``: it is the last, so the loop records the carry after it as that
+  sequence's final carry, in a store ``[*batch, S, ...]`` carried through the
+  loop (memory ``O(B*S*H)``, no per-step history of carries);
+- ``index``: ``id - 1``, the sequence's slot in the store and in the initial
+  carries.
+
+For the backward direction the loop runs reversed and ``start`` and ``end``
+swap: it resets at each sequence's last element and records after its first.
+As with padding, nothing is flipped.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src.types import Array
+from jaxrnn._src.types import Carry
+
+
+class Segments(NamedTuple):
+  """Per-step facts of packed sequences for one loop direction, each ``[T, *batch]``."""
+
+  index: Array  # int32: segment id - 1, the sequence's slot (0 at padding)
+  valid: Array  # bool: the step belongs to a sequence (id > 0)
+  start: Array  # bool: the sequence's first step in the loop's order (reset before it)
+  end: Array  # bool: its last step in the loop's order (record the carry after it)
+
+
+def segment_steps(segment_ids: Array, reverse: bool) -> Segments:
+  """Returns the ``Segments`` of time-major ``segment_ids: [T, *batch]`` for one direction.
+
+  A step starts a sequence when the step before it (in the loop's order) has a
+  different id, and ends it when the step after it does; the first and last
+  steps of the row are bounded by the row's edges.
+  """
+  ids = segment_ids
+  edge = jnp.full_like(ids[:1], -1)
+  differs_before = ids != jnp.concatenate([edge, ids[:-1]])  # t == 0 or ids[t-1] != ids[t]
+  differs_after = ids != jnp.concatenate([ids[1:], edge])
+  valid = ids > 0
+  first, last = (differs_after, differs_before) if reverse else (differs_before, differs_after)
+  return Segments(
+    index=jnp.maximum(ids - 1, 0).astype(jnp.int32),
+    valid=valid,
+    start=valid & first,
+    end=valid & last,
+  )
+
+
+def select_slots(slot_index: Array, tree: Carry) -> Carry:
+  """Returns ``tree``'s slot ``slot_index[b]`` of every batch element: leaves ``[*batch, S, ...]`` -> ``[*batch, ...]``."""
+  batch = jnp.indices(slot_index.shape, sparse=True)
+  return jax.tree.map(lambda leaf: leaf[(*batch, slot_index)], tree)
+
+
+def reset(carry: Carry, initial: Carry, step: Segments) -> Carry:
+  """Returns the carry a step starts from: its sequence's initial carry where it starts one.
+
+  ``carry``: leaves ``[*batch, ...]``; ``initial``: leaves ``[*batch, S, ...]``;
+  ``step``: one step's ``Segments`` (each ``[*batch]``).
+  """
+  fresh = select_slots(step.index, initial)
+  return jax.tree.map(lambda f, c: jnp.where(_to_leaf(step.start, c), f, c), fresh, carry)
+
+
+def record(store: Carry, carry: Carry, step: Segments) -> Carry:
+  """Returns ``store`` (leaves ``[*batch, S, ...]``) with ``carry`` written to the slot of every
+  sequence that ends at this step; other slots unchanged."""
+  num_slots = jax.tree.leaves(store)[0].shape[step.index.ndim]
+  batch = jnp.indices(step.index.shape, sparse=True)
+  slot = jnp.where(step.end, step.index, num_slots)  # out of range: dropped
+  return jax.tree.map(lambda s, c: s.at[(*batch, slot)].set(c.astype(s.dtype), mode='drop'), store, carry)
+
+
+def add_at_starts(total: Carry, d_carry: Carry, step: Segments) -> Carry:
+  """Returns ``total`` (leaves ``[*batch, S, ...]``) plus ``d_carry`` in the slot of every sequence
+  that starts at this step: the gradient of the initial carries (the transpose of ``reset``)."""
+  num_slots = jax.tree.leaves(total)[0].shape[step.index.ndim]
+  batch = jnp.indices(step.index.shape, sparse=True)
+  slot = jnp.where(step.start, step.index, num_slots)
+  return jax.tree.map(lambda t, d: t.at[(*batch, slot)].add(d.astype(t.dtype), mode='drop'), total, d_carry)
+
+
+def select_steps(slot_index: Array, tree: Carry) -> Carry:
+  """Returns every step's slot of ``tree``: ``slot_index: [T, *batch]``, leaves ``[*batch, S, ...]``
+  -> ``[T, *batch, ...]``."""
+  return jax.vmap(lambda index: select_slots(index, tree))(slot_index)
+
+
+def recorded_slots(segments: Segments, num_slots: int) -> Array:
+  """Returns a bool ``[*batch, S]``: the slots that ``record`` writes in a loop over ``segments``."""
+  batch = jnp.indices(segments.index.shape[1:], sparse=True)
+  slot = jnp.where(segments.end, segments.index, num_slots)
+  written = jnp.zeros((*segments.index.shape[1:], num_slots), bool)
+  return written.at[(*(b[None] for b in batch), slot)].set(True, mode='drop')
+
+
+def _to_leaf(mask: Array, leaf: Array) -> Array:
+  return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
