@@ -22,10 +22,12 @@ from jaxrnn._src.linen_layers import RNN
 from jaxrnn._src.linen_layers import Recurrent
 from jaxrnn._src.masking import lengths_to_mask
 from jaxrnn._src.masking import mask_to_lengths
+from jaxrnn._src.masking import pack_sequences
 from jaxrnn._src.masking import pad_sequences
 from jaxrnn._src.masking import reverse_padded
 from jaxrnn._src.masking import to_batch_major
 from jaxrnn._src.masking import to_time_major
+from jaxrnn._src.masking import unpack_sequences
 from jaxrnn._src.scan import scan_layer
 from jaxrnn._src.torch_cells import ElmanCell
 from jaxrnn._src.torch_cells import GRUCell
@@ -61,6 +63,7 @@ __all__ = [
   'lstm_cell',
   'mask_to_lengths',
   'nnx',
+  'pack_sequences',
   'pad_sequences',
   'per_gate',
   'reverse_padded',
@@ -70,4 +73,5 @@ __all__ = [
   'to_batch_major',
   'to_time_major',
   'torch_uniform',
+  'unpack_sequences',
 ]
