@@ -61,10 +61,17 @@ def segment_steps(segment_ids: Array, reverse: bool) -> Segments:
   )
 
 
+def _one_hot(slot_index: Array, where: Array, num_slots: int) -> Array:
+  """Returns a bool ``[*batch, S]``: True at ``slot_index[b]`` where ``where[b]``."""
+  return where[..., None] & (slot_index[..., None] == jnp.arange(num_slots))
+
+
 def select_slots(slot_index: Array, tree: Carry) -> Carry:
   """Returns ``tree``'s slot ``slot_index[b]`` of every batch element: leaves ``[*batch, S, ...]`` -> ``[*batch, ...]``."""
-  batch = jnp.indices(slot_index.shape, sparse=True)
-  return jax.tree.map(lambda leaf: leaf[(*batch, slot_index)], tree)
+  axis = slot_index.ndim
+  num_slots = jax.tree.leaves(tree)[0].shape[axis]
+  hot = _one_hot(slot_index, jnp.ones_like(slot_index, bool), num_slots)
+  return jax.tree.map(lambda leaf: jnp.where(_to_leaf(hot, leaf), leaf, 0).sum(axis), tree)
 
 
 def reset(carry: Carry, initial: Carry, step: Segments) -> Carry:
@@ -80,19 +87,21 @@ def reset(carry: Carry, initial: Carry, step: Segments) -> Carry:
 def record(store: Carry, carry: Carry, step: Segments) -> Carry:
   """Returns ``store`` (leaves ``[*batch, S, ...]``) with ``carry`` written to the slot of every
   sequence that ends at this step; other slots unchanged."""
-  num_slots = jax.tree.leaves(store)[0].shape[step.index.ndim]
-  batch = jnp.indices(step.index.shape, sparse=True)
-  slot = jnp.where(step.end, step.index, num_slots)  # out of range: dropped
-  return jax.tree.map(lambda s, c: s.at[(*batch, slot)].set(c.astype(s.dtype), mode='drop'), store, carry)
+  axis = step.index.ndim
+  hot = _one_hot(step.index, step.end, jax.tree.leaves(store)[0].shape[axis])
+  return jax.tree.map(
+    lambda s, c: jnp.where(_to_leaf(hot, s), jnp.expand_dims(c, axis).astype(s.dtype), s), store, carry
+  )
 
 
 def add_at_starts(total: Carry, d_carry: Carry, step: Segments) -> Carry:
   """Returns ``total`` (leaves ``[*batch, S, ...]``) plus ``d_carry`` in the slot of every sequence
   that starts at this step: the gradient of the initial carries (the transpose of ``reset``)."""
-  num_slots = jax.tree.leaves(total)[0].shape[step.index.ndim]
-  batch = jnp.indices(step.index.shape, sparse=True)
-  slot = jnp.where(step.start, step.index, num_slots)
-  return jax.tree.map(lambda t, d: t.at[(*batch, slot)].add(d.astype(t.dtype), mode='drop'), total, d_carry)
+  axis = step.index.ndim
+  hot = _one_hot(step.index, step.start, jax.tree.leaves(total)[0].shape[axis])
+  return jax.tree.map(
+    lambda t, d: t + jnp.where(_to_leaf(hot, t), jnp.expand_dims(d, axis).astype(t.dtype), 0), total, d_carry
+  )
 
 
 def select_steps(slot_index: Array, tree: Carry) -> Carry:
