@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -39,6 +40,53 @@ def test_sharded_training_matches_one_device():
   )
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'same loss trajectory on 1 and 8 devices' in result.stdout
+
+
+def test_classify_names_packed_evaluation_is_the_padded_one():
+  """classify_names.py --pack: the same params give each held-out name the same logits packed as padded."""
+  for module in ('faker', 'optax', 'orbax.checkpoint', 'tqdm'):
+    pytest.importorskip(module)
+  import jax
+  import numpy as np
+
+  sys.path.insert(0, str(EXAMPLES))
+  try:
+    import classify_names
+  finally:
+    sys.path.remove(str(EXAMPLES))
+  data = classify_names.NamesData()
+  model = classify_names.NameClassifier(data.vocab, len(data.languages), hidden=16)
+  params = model.init(jax.random.key(0), *data.batch(data.train_index[:2])[:2])
+  index = np.random.default_rng(0).permutation(data.test_index)[:200]  # any order: labels follow positions
+  chars, lengths, targets = data.batch(index)
+  padded = model.apply(params, chars, lengths)
+  chars, segment_ids, positions, packed_targets = data.packed_batch(index, num_rows=40, max_segments=12)
+  assert chars.shape == (40, data.max_len) and (segment_ids[-1] == 0).all()  # padding rows to num_rows
+  assert int(segment_ids.max()) > 1  # several names to a row
+  packed = model.apply(params, chars, segment_ids=segment_ids, num_segments=12, positions=positions)
+  np.testing.assert_array_equal(packed_targets, targets)
+  np.testing.assert_allclose(packed, padded, atol=1e-5)
+  np.testing.assert_array_equal(np.argmax(packed, -1), np.argmax(padded, -1))  # the same accuracy
+
+
+@pytest.mark.slow  # two training runs in a subprocess; CI also runs the example with --pack
+def test_classify_names_pack_trains_resumes_and_reports(tmp_path):
+  """--pack checkpoints and resumes, and ends with the packed speed and held-out accuracy line."""
+  pytest.importorskip('faker')
+  args = ('--ckpt-dir', str(tmp_path / 'ckpt'), '--plot', str(tmp_path / 'p.png'), '--hidden', '16', '--pack')
+  first = run_example('classify_names.py', '--steps', '3', *args)
+  assert first.returncode == 0, first.stdout + first.stderr
+  resumed = run_example('classify_names.py', '--steps', '5', '--resume', *args)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert 'resumed from step 3' in resumed.stdout
+  assert 'packed evaluation: the same predictions on all' in resumed.stdout
+  last = resumed.stdout.strip().splitlines()[-1]
+  assert re.fullmatch(
+    r'packed: \d+ sequences/s \(padding \d+% of steps\), held-out accuracy [01]\.\d{3}; to compare, run without --pack',
+    last,
+  ), last
+  padded = run_example('classify_names.py', '--steps', '6', '--resume', *args[:-1])  # not the same run
+  assert padded.returncode != 0 and '--pack True' in padded.stderr, padded.stderr
 
 
 # The smallest char_lm there is: it needs only the `test` extra's packages.
