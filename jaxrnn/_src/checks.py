@@ -174,7 +174,7 @@ def check_seq_lengths(
 
 
 def check_scan_args(
-  carry, xs, seq_lengths, feature_ndim: int = 1, segment_ids=None
+  carry, xs, seq_lengths, feature_ndim: int = 1, segment_ids=None, num_segments=None
 ) -> tuple[Array | None, Array | None]:
   """Checks ``scan_layer``'s arguments on entry; returns ``(seq_lengths, segment_ids)`` as int32 arrays or None.
 
@@ -189,7 +189,7 @@ def check_scan_args(
   batch_shape = tuple(xs.shape[1 : xs.ndim - feature_ndim])
   leaves = jax.tree_util.tree_leaves_with_path(carry)
   prefix, what = batch_shape, 'leading batch shape'
-  if segment_ids is not None and leaves:
+  if segment_ids is not None and leaves and num_segments is None:
     first = tuple(np.shape(leaves[0][1]))
     prefix, what = batch_shape + first[len(batch_shape) : len(batch_shape) + 1], '[*batch, S] prefix'
   for path, leaf in leaves:
@@ -201,7 +201,14 @@ def check_scan_args(
       )
   if segment_ids is not None:
     ids, _ = check_segment_ids(
-      segment_ids, prefix[-1], (xs.shape[0], *batch_shape), xs.shape, 0, seq_lengths, arg='xs', layout=layout
+      segment_ids,
+      prefix[-1] if num_segments is None else num_segments,
+      (xs.shape[0], *batch_shape),
+      xs.shape,
+      0,
+      seq_lengths,
+      arg='xs',
+      layout=layout,
     )
     return None, ids
   if seq_lengths is None:

@@ -65,6 +65,7 @@ def run_stack(
   carry: Carry,
   *,
   segment_ids: Array | None = None,
+  shared_slots: int | None = None,
   dropout_rng: Array | None = None,
 ) -> tuple[Array, Carry]:
   """Returns ``(ys, final_carry)`` of the whole stack on time-major inputs.
@@ -80,8 +81,10 @@ def run_stack(
     xs: ``[T, B, *features]``.
     seq_lengths: ``[B]`` integers in ``[0, T]`` or ``None``.
     carry: leaves ``[L*D, B, ...]``, in the carry-row order of ``params``;
-      with ``segment_ids``, ``[L*D, B, S, ...]``: each packed sequence's.
+      with ``segment_ids``, ``[L*D, B, S, ...]``: each packed sequence's, or
+      ``[L*D, B, ...]`` shared by a row's sequences, with ``shared_slots``.
     segment_ids: ``[T, B]`` packed sequences (exclusive with ``seq_lengths``).
+    shared_slots: ``S`` when ``carry`` is shared by the sequences of a row.
     dropout_rng: a key to drop outputs of every layer but the last; ``None``
       for no dropout.
 
@@ -114,9 +117,9 @@ def run_stack(
       if recurrent_dropout:  # keys apart from those of dropout between layers (fold_in(rng, layer))
         key = jax.random.fold_in(dropout_rng, _RECURRENT_DROPOUT_STREAM + row)
         # Packed: one mask per row, which the row's sequences share.
-        shape_of = (
-          carry_row if segment_ids is None else jax.tree.map(operator.itemgetter((slice(None), 0)), carry_row)
-        )
+        shape_of = carry_row
+        if segment_ids is not None and shared_slots is None:  # one per sequence: a row's shape
+          shape_of = jax.tree.map(operator.itemgetter((slice(None), 0)), carry_row)
         step = _with_recurrent_dropout(step, cell, shape_of, key, config.recurrent_dropout)
       if fused:
         final, ys = fused_scan_layer(
@@ -126,6 +129,7 @@ def run_stack(
           xs,
           seq_lengths,
           segment_ids=segment_ids,
+          num_segments=shared_slots,
           reverse=reverse,
           hoist_input_projection=hoist,
           **options,
@@ -139,6 +143,7 @@ def run_stack(
           xs,
           seq_lengths,
           segment_ids=segment_ids,
+          num_segments=shared_slots,
           reverse=reverse,
           input_projection=cell.project_input if projected else None,
           hoist_input_projection=hoist and projected,
@@ -255,6 +260,7 @@ def apply_layers(
   seq_lengths = checks.check_seq_lengths(seq_lengths, batch_shape, num_steps, inputs.shape, config.time_major)
   if segment_ids is None and num_segments is not None:
     raise ValueError('`num_segments` was given without `segment_ids`.')
+  shared_slots = None  # S when packed sequences share the initial carry of their row
   if segment_ids is None:
     carry = _initial_carry(config, initial_carry, batch_shape, dtype)
   else:
@@ -267,7 +273,8 @@ def apply_layers(
       seq_lengths,
       layout=checks.layout_of(config.time_major, config.feature_ndim),
     )
-    carry = _packed_initial_carry(config, initial_carry, batch_shape, num_segments, dtype)
+    carry, shared = _packed_initial_carry(config, initial_carry, batch_shape, num_segments, dtype)
+    shared_slots = num_segments if shared else None
 
   use_dropout = config.draws_dropout(deterministic)
   if use_dropout and dropout_rng is None:
@@ -283,6 +290,7 @@ def apply_layers(
   args = (
     config,
     dtype,
+    shared_slots,
     list(params),
     inputs,
     seq_lengths,
@@ -290,7 +298,7 @@ def apply_layers(
     carry,
     dropout_rng if use_dropout else None,
   )
-  if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args[2:])):
+  if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args[3:])):
     return _run_checked(*args)  # traced (jit, grad, vmap): part of the caller's program
   return _run_checked_eagerly(*args)
 
@@ -304,28 +312,24 @@ def _initial_carry(
   return checks.check_initial_carry(initial_carry, config, batch_shape, dtype, arg)
 
 
-def _packed_initial_carry(config: LayerConfig, initial_carry, batch_shape, num_segments: int, dtype) -> Carry:
-  """Returns one initial carry per packed sequence, leaves ``[L*D, *batch, S, ...]``.
+def _packed_initial_carry(
+  config: LayerConfig, initial_carry, batch_shape, num_segments: int, dtype
+) -> tuple[Carry, bool]:
+  """Returns the checked initial carry of packed sequences and whether the sequences of a row share it.
 
-  ``initial_carry`` may be that already, or ``[L*D, *batch, ...]`` shared by the
-  sequences of a row (told apart by the rank of its first leaf).
+  ``initial_carry`` may hold one per sequence, leaves ``[L*D, *batch, S, ...]``,
+  or one per row, ``[L*D, *batch, ...]`` (told apart by the rank of its first
+  leaf); None is zeros, shared. Shared, the loop resets without a per-step
+  select over the ``S`` slots.
   """
-  slots = (*batch_shape, num_segments)
   shared = jax.eval_shape(lambda: zeros_carry(config, batch_shape, dtype))
   leaves = jax.tree.leaves(initial_carry)
-  if initial_carry is None or not leaves or jnp.ndim(leaves[0]) != jax.tree.leaves(shared)[0].ndim:
-    return _initial_carry(config, initial_carry, slots, dtype)
-  carry = _initial_carry(config, initial_carry, batch_shape, dtype)
-  axis = 1 + len(batch_shape)
-  return jax.tree.map(
-    lambda leaf: jnp.broadcast_to(
-      jnp.expand_dims(leaf, axis), (*leaf.shape[:axis], num_segments, *leaf.shape[axis:])
-    ),
-    carry,
-  )
+  if initial_carry is None or (leaves and jnp.ndim(leaves[0]) == jax.tree.leaves(shared)[0].ndim):
+    return _initial_carry(config, initial_carry, batch_shape, dtype), True
+  return _initial_carry(config, initial_carry, (*batch_shape, num_segments), dtype), False
 
 
-def _run_checked(config, dtype, params, inputs, seq_lengths, segment_ids, carry, dropout_rng):
+def _run_checked(config, dtype, shared_slots, params, inputs, seq_lengths, segment_ids, carry, dropout_rng):
   """The part of ``apply_layers`` after its checks."""
   feature_ndim = config.feature_ndim
   features = inputs.shape[inputs.ndim - feature_ndim :]
@@ -361,7 +365,14 @@ def _run_checked(config, dtype, params, inputs, seq_lengths, segment_ids, carry,
     xs = jnp.where(valid.reshape(valid.shape + (1,) * feature_ndim), xs, jnp.zeros_like(xs))
 
   ys, final_carry = run_stack(
-    config, params, xs, seq_lengths, carry, segment_ids=segment_ids, dropout_rng=dropout_rng
+    config,
+    params,
+    xs,
+    seq_lengths,
+    carry,
+    segment_ids=segment_ids,
+    shared_slots=shared_slots,
+    dropout_rng=dropout_rng,
   )
 
   out_features = ys.shape[2:]
@@ -380,7 +391,7 @@ def _run_checked(config, dtype, params, inputs, seq_lengths, segment_ids, carry,
 # dtype, a repeated eager call compiles nothing. Only for concrete arguments: a jit boundary
 # inside a differentiated program made the residuals of `checkpoint_every` 5x larger
 # (4.1 -> 20.1 MiB in docs/guide/performance.md's example).
-_run_checked_eagerly = jax.jit(_run_checked, static_argnums=(0, 1))
+_run_checked_eagerly = jax.jit(_run_checked, static_argnums=(0, 1, 2))
 
 
 def step_layers(

@@ -34,6 +34,7 @@ from jaxrnn._src.cells import recurrent_sum
 from jaxrnn._src.cells import upcast
 from jaxrnn._src.scan import in_chunks
 from jaxrnn._src.scan import masked_update
+from jaxrnn._src.scan import packed_state
 from jaxrnn._src.scan import with_empty_sequences
 from jaxrnn._src.segments import Segments
 from jaxrnn._src.segments import add_at_starts
@@ -56,6 +57,7 @@ def fused_scan_layer(
   seq_lengths: Array | None = None,
   *,
   segment_ids: Array | None = None,
+  num_segments: int | None = None,
   reverse: bool = False,
   hoist_input_projection: bool = False,
   unroll: int = 1,
@@ -76,7 +78,8 @@ def fused_scan_layer(
   biases and the input gradient are then one matmul (or sum) each over all
   ``T*B`` rows, with the hidden states read back from the outputs.
 
-  With ``segment_ids`` (packed sequences, ``carry`` leaves ``[B, S, ...]``)
+  With ``segment_ids`` (packed sequences, ``carry`` leaves ``[B, S, ...]``,
+  or ``[B, ...]`` shared with ``num_segments``)
   the loops reset and record as ``scan_layer``'s: the backward loop adds the
   final carries' cotangents at each sequence's last step and hands the
   carry's cotangent to the initial carries at its first.
@@ -85,7 +88,9 @@ def fused_scan_layer(
     xs = project_input(params, xs)  # one large matmul, differentiated by JAX
     params = params._replace(w_ih=None, b_ih=None)
   if segment_ids is not None:
-    return _fused_packed(kind, params, carry, xs, segment_ids, reverse, unroll, checkpoint_every)
+    return _fused_packed(
+      kind, params, carry, xs, segment_ids, num_segments, reverse, unroll, checkpoint_every
+    )
   num_steps = xs.shape[0]
   given = seq_lengths
   # Without padding (no lengths, no padded last chunk) the loop skips the masks.
@@ -240,7 +245,7 @@ def _fused_loop_backward(config: FusedLoopConfig, residuals: FusedResiduals, cot
   )
   if config.packed:
     d_carry, d_initial = state
-    written = recorded_slots(segments, jax.tree.leaves(initial)[0].shape[1])
+    written = recorded_slots(segments, jax.tree.leaves(d_store)[0].shape[1])
     d_store = jax.tree.map(lambda d: jnp.where(_to_leaf(written, d), 0, d), d_store)
     d_initial = jax.tree.map(lambda d, c: d.astype(c.dtype), d_initial, initial)
   else:
@@ -271,15 +276,15 @@ def _fused_loop_backward(config: FusedLoopConfig, residuals: FusedResiduals, cot
 _fused_loop.defvjp(_fused_loop_forward, _fused_loop_backward)
 
 
-def _fused_packed(kind, params, initial, xs, segment_ids, reverse, unroll, checkpoint_every):
-  """``fused_scan_layer`` over packed sequences; ``initial`` leaves ``[B, S, ...]``."""
+def _fused_packed(kind, params, initial, xs, segment_ids, num_segments, reverse, unroll, checkpoint_every):
+  """``fused_scan_layer`` over packed sequences; ``initial`` leaves ``[B, S, ...]``, or ``[B, ...]``
+  shared with ``num_segments``."""
   config = FusedLoopConfig(
     kind=kind, in_step=params.w_ih is not None, reverse=reverse, unroll=unroll, masked=True, packed=True
   )
-  running = jax.tree.map(lambda leaf: jnp.zeros_like(leaf[:, 0]), initial)
   (_, store), ys = in_chunks(
     lambda state, ts, inputs: _fused_loop(config, params, state, initial, ts, *inputs),
-    (running, initial),
+    packed_state(initial, num_segments, 1),
     (xs, segment_steps(segment_ids, reverse)),
     checkpoint_every,
     reverse,
@@ -335,9 +340,11 @@ def _previous_hidden_packed(
   ys: Array, h0: Array, segments: Segments, initial_h: Array, reverse: bool
 ) -> Array:
   """``_previous_hidden`` for packed sequences: a sequence's first step starts from its initial
-  hidden state (``initial_h: [B, S, H]``), any other valid step from its neighbour's output."""
+  hidden state (``initial_h: [B, S, H]``, or ``[B, H]`` shared), any other valid step from its
+  neighbour's output."""
   before = jnp.concatenate([ys, h0[None]])[1:] if reverse else jnp.concatenate([h0[None], ys])[:-1]
-  return jnp.where(segments.start[..., None], select_steps(segments.index, initial_h), before)
+  fresh = initial_h[None] if initial_h.ndim == h0.ndim else select_steps(segments.index, initial_h)
+  return jnp.where(segments.start[..., None], fresh, before)
 
 
 def _to_leaf(mask: Array, leaf: Array) -> Array:

@@ -77,11 +77,16 @@ def select_slots(slot_index: Array, tree: Carry) -> Carry:
 def reset(carry: Carry, initial: Carry, step: Segments) -> Carry:
   """Returns the carry a step starts from: its sequence's initial carry where it starts one.
 
-  ``carry``: leaves ``[*batch, ...]``; ``initial``: leaves ``[*batch, S, ...]``;
-  ``step``: one step's ``Segments`` (each ``[*batch]``).
+  ``carry``: leaves ``[*batch, ...]``; ``initial``: leaves ``[*batch, S, ...]``
+  (one per sequence) or ``[*batch, ...]`` (shared by a row's sequences: no
+  per-step select over ``S``); ``step``: one step's ``Segments`` (each ``[*batch]``).
   """
-  fresh = select_slots(step.index, initial)
-  return jax.tree.map(lambda f, c: jnp.where(_to_leaf(step.start, c), f, c), fresh, carry)
+
+  def one(i, c):
+    fresh = i if i.ndim == c.ndim else select_slots(step.index, i)
+    return jnp.where(_to_leaf(step.start, c), fresh, c)
+
+  return jax.tree.map(one, initial, carry)
 
 
 def record(store: Carry, carry: Carry, step: Segments) -> Carry:
@@ -95,12 +100,30 @@ def record(store: Carry, carry: Carry, step: Segments) -> Carry:
 
 
 def add_at_starts(total: Carry, d_carry: Carry, step: Segments) -> Carry:
-  """Returns ``total`` (leaves ``[*batch, S, ...]``) plus ``d_carry`` in the slot of every sequence
-  that starts at this step: the gradient of the initial carries (the transpose of ``reset``)."""
+  """Returns ``total`` plus ``d_carry`` where a sequence starts at this step, in its slot when
+  ``total`` has one per sequence (``[*batch, S, ...]``): the gradient of the initial carries (the
+  transpose of ``reset``)."""
   axis = step.index.ndim
-  hot = _one_hot(step.index, step.start, jax.tree.leaves(total)[0].shape[axis])
+
+  def one(t, d):
+    if t.ndim == d.ndim:  # shared
+      return t + jnp.where(_to_leaf(step.start, d), d, 0).astype(t.dtype)
+    hot = _one_hot(step.index, step.start, t.shape[axis])
+    return t + jnp.where(_to_leaf(hot, t), jnp.expand_dims(d, axis).astype(t.dtype), 0)
+
+  return jax.tree.map(one, total, d_carry)
+
+
+def slots(initial: Carry, num_slots: int | None, batch_ndim: int) -> Carry:
+  """Returns ``initial`` with one slot per sequence, leaves ``[*batch, S, ...]``, from a shared
+  one (``[*batch, ...]``) or as it is when it has the slots already."""
+  if num_slots is None:
+    return initial
   return jax.tree.map(
-    lambda t, d: t + jnp.where(_to_leaf(hot, t), jnp.expand_dims(d, axis).astype(t.dtype), 0), total, d_carry
+    lambda leaf: jnp.broadcast_to(
+      jnp.expand_dims(leaf, batch_ndim), (*leaf.shape[:batch_ndim], num_slots, *leaf.shape[batch_ndim:])
+    ),
+    initial,
   )
 
 
