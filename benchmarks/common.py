@@ -45,3 +45,18 @@ def median_seconds(fn, *args, warmup=3, runs=10) -> float:
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
   return statistics.median(times)
+
+
+def interleaved_seconds(functions, rounds) -> dict:
+  """Wall times of ``rounds`` calls of every ``functions[name]()``, interleaved: one call of each per round.
+
+  Each function blocks until its work is done. Returns ``{name: [seconds per round]}``; take the
+  median. Interleaving spreads a change of the machine's load over every function alike.
+  """
+  times = {name: [] for name in functions}
+  for _ in range(rounds):
+    for name, fn in functions.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return times

@@ -1,5 +1,8 @@
-"""The GPU suite's code runs on the CPU too (``--allow-cpu``, tiny shapes), so it cannot rot in CI,
-where no GPU is lent: every smoke check and every candidate builder is exercised."""
+"""Benchmark scripts run in CI at tiny sizes, so they cannot rot (nothing here is timed).
+
+The GPU suite's code runs on the CPU too (``--allow-cpu``, tiny shapes), where no GPU is lent:
+every smoke check and every candidate builder is exercised. ``benchmarks/packed.py --quick`` runs its
+equality checks and every row."""
 
 import json
 import pathlib
@@ -28,3 +31,18 @@ def test_gpu_suite_runs_on_cpu(tmp_path):
   assert rows['jaxrnn']['fwdbwd_ms'] > 0 and rows['torch']['fwdbwd_ms'] > 0 and rows['flax']['fwdbwd_ms'] > 0
   assert 'error' in rows['jax.experimental.rnn']  # cuDNN only: recorded as an error on the CPU, not fatal
   assert (tmp_path / next(tmp_path.glob('gpu-*.md')).name).read_text().startswith('date ')
+
+
+def test_packed_benchmark_quick():
+  """``benchmarks/packed.py --quick``: packed, padded and PyTorch agree, and every row is timed."""
+  pytest.importorskip('torch')
+  pytest.importorskip('faker')  # the names distribution reads examples/classify_names.py's loader
+  pytest.importorskip('optax')
+  command = [sys.executable, '-m', 'benchmarks.packed', '--quick']
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  checks = [line for line in result.stdout.splitlines() if line.strip().startswith('check ')]
+  assert len(checks) == 8, result.stdout  # 2 distributions x (packed, 2 autodiff rows, torch) against padded
+  rows = [line for line in result.stdout.splitlines() if line.startswith(('| names |', '| uniform |'))]
+  # 5 rows a distribution, printed in its own table and again in the final one
+  assert len(rows) == 20 and all('x |' in row for row in rows), result.stdout
