@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import KINDS
 from conftest import assert_trees_close
-from conftest import pairwise
+from conftest import each_value
 from conftest import slow
 from hypothesis import given
 from hypothesis import strategies as st
@@ -54,7 +54,7 @@ def absent_slots(ids, num_segments):
 
 @pytest.mark.parametrize(
   'kind,num_layers,bidirectional,time_major,fused',
-  pairwise(list(KINDS), [1, 2], [True, False], [False, True], [True, False]),
+  each_value(list(KINDS), [1, 2], [True, False], [False, True], [True, False]),
 )
 def test_packed_matches_torch_per_sequence(rng, kind, num_layers, bidirectional, time_major, fused):
   torch = pytest.importorskip('torch')
@@ -65,9 +65,9 @@ def test_packed_matches_torch_per_sequence(rng, kind, num_layers, bidirectional,
   cls, extra = KINDS[kind]
   module = getattr(torch.nn, cls)(F, H, num_layers=num_layers, bidirectional=bidirectional, **extra)
   layer, variables = jaxrnn.interop.from_torch(module)
-  layer = layer.clone(
-    time_major=time_major, fused_backward=None if fused else False
-  )  # None: fused where possible
+  # fused_backward None: fused where the cell allows; 2-layer stacks also run in checkpointed chunks.
+  options = dict(fused_backward=None if fused else False, checkpoint_every=4 if num_layers == 2 else 0)
+  layer = layer.clone(time_major=time_major, **options)
   x, sequences = packed_inputs(rng)
   keys = list(sequences)
 
@@ -123,8 +123,8 @@ CELLS = {
 @pytest.mark.parametrize(
   'cell,options',
   [
-    ('decay', dict(bidirectional=True, num_layers=2)),
-    ('mgu', dict(bidirectional=True, checkpoint_every=4)),
+    ('decay', dict(bidirectional=True, num_layers=2, checkpoint_every=4)),
+    slow('mgu', dict(bidirectional=True, checkpoint_every=4)),
     slow('layernorm_lstm', dict(bidirectional=True, unroll=3)),
     slow('conv_lstm', dict(bidirectional=True)),
     slow('decay', dict(time_major=True, remat=True)),
@@ -225,7 +225,7 @@ def _gru(bidirectional):
 def test_padding_is_never_read(rng):
   """NaN or inf in padded inputs and in the initial carries of ids that do not occur: finite
   outputs and gradients, and those slots' final carry is their initial carry, untouched."""
-  layer = jaxrnn.LSTM(H, bidirectional=True, num_layers=2)
+  layer = jaxrnn.LSTM(H, bidirectional=True)
   x, _ = packed_inputs(rng, padding=np.inf)
   x[IDS == 0, 0] = np.nan
   variables = layer.init(jax.random.key(0), x[:1, :1])
@@ -320,6 +320,18 @@ def test_scan_layer_packed(rng):
   )
   np.testing.assert_array_equal(ys[:, 0, 0], [2, 1, 3, 2, 1, 0])
   np.testing.assert_array_equal(back[0, :, 0], [2, 3])
+  # num_segments: one initial carry shared by the row's sequences, here 10 (a running count from 10)
+  counts, ys = jaxrnn.scan_layer(
+    jaxrnn.rnn_relu_cell,
+    params,
+    jnp.full((1, 1), 10.0),
+    jnp.ones((6, 1, 1)),
+    segment_ids=ids,
+    num_segments=3,
+    input_projection=None,
+  )
+  np.testing.assert_array_equal(ys[:, 0, 0], [11, 12, 11, 12, 13, 0])
+  np.testing.assert_array_equal(counts[0, :, 0], [12, 13, 10])  # id 3 does not occur
 
 
 def test_recurrent_dropout_runs_packed(rng):
@@ -375,3 +387,34 @@ def test_traced_ids_need_num_segments(rng):
     jax.jit(lambda ids: layer.apply(variables, x, segment_ids=ids))(IDS)
   # Concrete ids: S defaults to the largest id.
   assert layer.apply(variables, x, segment_ids=IDS)[1].shape == (1, 3, 4, H)
+
+
+@pytest.mark.parametrize(
+  'fused,shared', [(True, False), slow(True, True), slow(False, True), slow(False, False)]
+)
+def test_initial_carry_gradients(rng, fused, shared):
+  """The gradient reaching the initial carries (fused: handed over at each sequence's first step
+  in the loop's order) equals that of running every sequence alone from its initial carry."""
+  layer = jaxrnn.LSTM(H, bidirectional=True, fused_backward=None if fused else False)
+  x, sequences = packed_inputs(rng)
+  keys = list(sequences)
+  rows, slots = np.array(keys).T
+  variables = layer.init(jax.random.key(0), x[:1, :1])
+  shape = (2, len(IDS), H) if shared else (2, len(IDS), S, H)
+  initial = LSTMState(*(jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(2)))
+  batch, lengths = jaxrnn.pad_sequences([sequences[k] for k in keys])
+
+  def per_sequence(initial):  # [2, N, H]: each sequence's own initial carry
+    return leaves_at(initial, (slice(None), rows) if shared else (slice(None), rows, slots - 1))
+
+  def score(ys, final):
+    return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.cos(final.h) * final.c)
+
+  def packed(initial):
+    ys, final = layer.apply(variables, x, None, initial, segment_ids=IDS, num_segments=S)
+    return score(ys, leaves_at(final, (slice(None), rows, slots - 1)))
+
+  def alone(initial):
+    return score(*layer.apply(variables, batch, lengths, per_sequence(initial)))
+
+  assert_trees_close(jax.jit(jax.grad(packed))(initial), jax.jit(jax.grad(alone))(initial), atol=1e-5)
