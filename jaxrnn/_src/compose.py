@@ -18,6 +18,9 @@ from jaxrnn._src import checks
 from jaxrnn._src.config import LayerConfig
 from jaxrnn._src.fused import fused_scan_layer
 from jaxrnn._src.fused import refuse_forward_mode
+from jaxrnn._src.parallel import associative_scan_layer
+from jaxrnn._src.parallel import default_scan_mode
+from jaxrnn._src.parallel import is_linear
 from jaxrnn._src.scan import default_hoist_input_projection
 from jaxrnn._src.scan import default_unroll
 from jaxrnn._src.scan import scan_layer
@@ -120,8 +123,21 @@ def run_stack(
         shape_of = carry_row
         if segment_ids is not None and shared_slots is None:  # one per sequence: a row's shape
           shape_of = jax.tree.map(operator.itemgetter((slice(None), 0)), carry_row)
-        step = _with_recurrent_dropout(step, cell, shape_of, key, config.recurrent_dropout)
-      if fused:
+        masks = _recurrent_dropout_masks(cell, shape_of, key, config.recurrent_dropout)
+        step = _with_masks(step, masks)
+      if associative(config, cell):  # linear in the carry: one associative scan (SPEC §12)
+        final, ys = associative_scan_layer(
+          cell,
+          params[row],
+          carry_row,
+          xs,
+          seq_lengths,
+          segment_ids=segment_ids,
+          num_segments=shared_slots,
+          reverse=reverse,
+          carry_mask=masks[0] if recurrent_dropout else None,
+        )
+      elif fused:
         final, ys = fused_scan_layer(
           cell.fused_kind,
           as_cell_params(params[row]),
@@ -175,23 +191,36 @@ def _hidden_leaves(cell, carry: Carry):
   return jax.tree.map(lambda leaf: bool(jnp.issubdtype(leaf.dtype, jnp.floating)), carry)
 
 
-def _with_recurrent_dropout(step, cell, carry: Carry, key: Array, rate: float):
-  """Returns ``step`` reading its carry's hidden state through one dropout mask per sequence.
+def associative(config: LayerConfig, cell) -> bool:
+  """Whether ``cell`` runs with the parallel driver (``scan_mode``, SPEC §12)."""
+  if not is_linear(cell) or config.scan_mode == 'sequential':
+    return False
+  return config.scan_mode == 'associative' or default_scan_mode() == 'associative'
+
+
+def _recurrent_dropout_masks(cell, carry: Carry, key: Array, rate: float) -> list:
+  """Returns one dropout mask per carry leaf (None for leaves not masked), drawn once per sequence.
 
   Variational (recurrent) dropout, Gal & Ghahramani (2016), Keras's
   ``recurrent_dropout``: the mask is drawn once per sequence (and layer and
-  direction) and reused at every step; the carry itself is kept unmasked, so
-  padded steps and the final carry are unaffected.
+  direction) and reused at every step on the hidden state the step reads; the
+  carry itself is kept unmasked, so padded steps and the final carry are
+  unaffected.
   """
   leaves, structure = jax.tree.flatten(carry)
   flags = structure.flatten_up_to(_hidden_leaves(cell, carry))
   keys = jax.random.split(key, len(leaves))
-  masks = [
+  return [
     jax.random.bernoulli(k, 1.0 - rate, leaf.shape).astype(leaf.dtype) / (1.0 - rate) if flag else None
     for k, leaf, flag in zip(keys, leaves, flags, strict=True)
   ]
 
+
+def _with_masks(step, masks: list):
+  """Returns ``step`` reading its carry through ``masks`` (one per leaf, None: unmasked)."""
+
   def dropped(params, carry, x):
+    structure = jax.tree.structure(carry)
     carry_leaves = structure.flatten_up_to(carry)
     carry_leaves = [
       c if m is None else c * m.astype(c.dtype) for c, m in zip(carry_leaves, masks, strict=True)

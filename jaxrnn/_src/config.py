@@ -97,6 +97,7 @@ class LayerOptions:
   checkpoint_every: int = 0
   hoist_input_projection: bool | None = None
   fused_backward: bool | None = None
+  scan_mode: str = 'auto'
 
   def __post_init__(self):
     for name in ('bidirectional', 'time_major', 'remat'):
@@ -109,6 +110,8 @@ class LayerOptions:
     if self.unroll is not None:
       _check_int('unroll', self.unroll, 1)
     _check_int('checkpoint_every', self.checkpoint_every, 0)
+    if self.scan_mode not in SCAN_MODES:
+      raise ValueError(f'`scan_mode` must be one of {SCAN_MODES}, got {self.scan_mode!r}.')
     if self.remat and self.checkpoint_every:
       raise ValueError(
         '`remat=True` and `checkpoint_every` are two ways to save memory; choose one '
@@ -126,6 +129,8 @@ class LayerOptions:
     between = self.dropout > 0 and self.num_layers > 1
     return not deterministic and (between or self.recurrent_dropout > 0)
 
+
+SCAN_MODES = ('auto', 'associative', 'sequential')
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(LayerOptions))
 OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LayerOptions)}
@@ -180,6 +185,13 @@ class LayerConfig(LayerOptions):
         raise ValueError(
           f'`fused_backward=True` does not support {blocker}; leave `fused_backward=None` to choose '
           'automatically.'
+        )
+    if self.scan_mode == 'associative':
+      lacking = [c for c in self.cells if not hasattr(c, 'linear_form')]
+      if lacking:
+        raise ValueError(
+          f"`scan_mode='associative'` needs cells linear in their carry (a `linear_form` hook, SPEC §12), "
+          f"and {_describe_cell(lacking[0])} has none; leave `scan_mode='auto'`."
         )
 
   @property

@@ -189,7 +189,7 @@ class Recurrent(_Layer):
   The other attributes (``num_layers``, ``bidirectional``, ``time_major``,
   ``dropout``, ``recurrent_dropout``, ``dtype``, ``param_dtype``, ``unroll``,
   ``remat``, ``checkpoint_every``, ``hoist_input_projection``,
-  ``fused_backward``) are those of [`RNN`][jaxrnn.RNN], keyword-only.
+  ``fused_backward``, ``scan_mode``) are those of [`RNN`][jaxrnn.RNN], keyword-only.
 
   Parameters are ``params['l0']``, ``params['l0_reverse']``, ...: the tree of
   the cell's ``init`` for layer 0, which reads ``F`` features; layer ``k > 0``
@@ -249,6 +249,11 @@ class RNN(preset_fields(ElmanCell), _Layer):
       or ``remat``). It has no forward-mode derivative: set ``False`` for
       ``jax.jvp``/``jax.jacfwd`` through the layer (``jax.grad`` and
       ``jax.hessian``, which differentiates a gradient, work either way).
+    scan_mode: how cells linear in their carry (a ``linear_form`` hook, e.g.
+      ``MinGRUCell``; SPEC §12) run: ``'associative'`` (one
+      ``jax.lax.associative_scan``, depth ``log T``), ``'sequential'`` (the
+      step-by-step loop) or ``'auto'`` (associative); the same results either
+      way. Other cells always run sequentially.
     nonlinearity: ``'tanh'`` or ``'relu'``.
 
   Examples:

@@ -1,0 +1,178 @@
+"""The parallel driver (SPEC §12): a cell linear in its carry, written here against the public hooks
+only, gives the same results with `scan_mode='associative'` as with the sequential loop, under
+padding, both directions, packing, stacking, recurrent dropout and one-step decoding."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_trees_close
+from conftest import pairwise
+from conftest import slow
+
+import jaxrnn
+
+B, T, F, H = 3, 9, 4, 5
+LENGTHS = np.array([9, 4, 0])
+IDS = np.array(
+  [[1, 1, 1, 2, 2, 0, 3, 3, 3], [0, 1, 1, 1, 1, 1, 1, 0, 0], [1, 2, 2, 3, 3, 3, 4, 0, 0]], np.int32
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedDecayCell:
+  """A user's linear cell: ``h' = a h + b`` with ``a = sigmoid(x W_a)``, ``b = (1 - a) act(x W_b)``
+  (``act = sigmoid`` in log space, so that ``b > 0``, else ``tanh``), ``y = 2 h' + sum(x)``."""
+
+  features: int
+  log_space: bool = False
+
+  @property
+  def output_size(self):
+    return self.features
+
+  def init(self, key, in_features, dtype=jnp.float32):
+    ka, kb = jax.random.split(key)
+    shape = (in_features, self.features)
+    return {'wa': jax.random.normal(ka, shape, dtype), 'wb': jax.random.normal(kb, shape, dtype)}
+
+  def initial_carry(self, batch_shape, dtype=jnp.float32):
+    return jnp.zeros((*batch_shape, self.features), dtype)
+
+  def linear_form(self, params, x):
+    a = jax.nn.sigmoid(x @ params['wa'])
+    act = jax.nn.sigmoid if self.log_space else jnp.tanh
+    return a, (1 - a) * act(x @ params['wb'])
+
+  def log_linear_form(self, params, x):
+    za = x @ params['wa']
+    return jax.nn.log_sigmoid(za), jax.nn.log_sigmoid(-za) + jax.nn.log_sigmoid(x @ params['wb'])
+
+  def readout(self, params, h, x):
+    return 2 * h + x.sum(-1, keepdims=True)
+
+  def __call__(self, params, h, x):
+    a, b = self.linear_form(params, x)
+    h = a * h + b
+    return h, self.readout(params, h, x)
+
+
+def np_loop(params, x, h0, reverse):
+  """Float64 NumPy: one sequence ``x [n, F]`` from ``h0 [H]``; returns ``(ys [n, H], h_n)``."""
+  wa, wb = (np.asarray(params[k], np.float64) for k in ('wa', 'wb'))
+  h, ys = np.asarray(h0, np.float64), [None] * len(x)
+  for t in reversed(range(len(x))) if reverse else range(len(x)):
+    a = 1 / (1 + np.exp(-x[t] @ wa))
+    h = a * h + (1 - a) * np.tanh(x[t] @ wb)
+    ys[t] = 2 * h + x[t].sum()
+  return np.array(ys).reshape(len(x), len(h)), h
+
+
+def layer_pair(**options):
+  cell = options.pop('cell', GatedDecayCell(H))
+  return [jaxrnn.Recurrent(cell, scan_mode=mode, **options) for mode in ('associative', 'sequential')]
+
+
+@pytest.mark.parametrize(
+  'num_layers,bidirectional,padding,log_space',
+  pairwise([1, 2], [True, False], ['lengths', 'packed', 'none'], [False, True]),
+)
+def test_associative_equals_sequential(rng, num_layers, bidirectional, padding, log_space):
+  """Outputs, final carries and gradients (parameters and initial carry) agree to float64 round-off."""
+  with jax.enable_x64(True):
+    x = rng.normal(size=(B, T, F))
+    options = dict(num_layers=num_layers, bidirectional=bidirectional, param_dtype=jnp.float64)
+    pair = layer_pair(cell=GatedDecayCell(H, log_space), **options)
+    variables = pair[0].init(jax.random.key(0), x[:, :2])
+    rows = num_layers * (1 + bidirectional)
+    kwargs, shape = {}, (rows, B, H)
+    if padding == 'lengths':
+      kwargs = dict(seq_lengths=LENGTHS)
+    elif padding == 'packed':
+      kwargs, shape = dict(segment_ids=IDS, num_segments=4), (rows, B, 4, H)
+    h0 = jnp.asarray(np.abs(rng.normal(size=shape)))
+
+    def run(layer, variables, h0):
+      ys, final = layer.apply(variables, x, initial_carry=h0, **kwargs)
+      return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.cos(final)), (ys, final)
+
+    got, want = (jax.value_and_grad(run, argnums=(1, 2), has_aux=True)(lay, variables, h0) for lay in pair)
+    assert_trees_close(got, want, atol=1e-12)
+    if padding != 'none':
+      np.testing.assert_array_equal(
+        np.asarray(got[0][1][0])[(IDS if padding == 'packed' else _mask()) == 0], 0
+      )
+
+
+def _mask():
+  return (np.arange(T) < LENGTHS[:, None]).astype(int)
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+def test_associative_equals_numpy_loop(rng, reverse):
+  """Each padded sequence against a float64 NumPy loop over its valid prefix (reversed for the
+  backward direction), from its own initial state."""
+  with jax.enable_x64(True):
+    x = rng.normal(size=(B, T, F))
+    layer = jaxrnn.Recurrent(
+      GatedDecayCell(H), bidirectional=True, scan_mode='associative', param_dtype=jnp.float64
+    )
+    variables = layer.init(jax.random.key(1), x[:, :2])
+    h0 = rng.normal(size=(2, B, H))
+    ys, final = layer.apply(variables, x, LENGTHS, jnp.asarray(h0))
+    name, half = ('l0_reverse', slice(H, None)) if reverse else ('l0', slice(None, H))
+    for b, n in enumerate(LENGTHS):
+      want_ys, want_h = np_loop(variables['params'][name], x[b, :n], h0[int(reverse), b], reverse)
+      np.testing.assert_allclose(ys[b, :n, half], want_ys, atol=1e-12)
+      np.testing.assert_allclose(final[int(reverse), b], want_h, atol=1e-12)
+      np.testing.assert_array_equal(ys[b, n:], 0)
+
+
+def test_recurrent_dropout_and_dropout_between_layers_agree(rng):
+  x = rng.normal(size=(B, T, F)).astype(np.float32)
+  pair = layer_pair(num_layers=2, bidirectional=True, recurrent_dropout=0.5, dropout=0.3)
+  variables = pair[0].init(jax.random.key(0), x[:, :2])
+  got, want = (
+    lay.apply(variables, x, LENGTHS, deterministic=False, rngs={'dropout': jax.random.key(3)}) for lay in pair
+  )
+  assert_trees_close(got, want, atol=1e-5)
+  assert not np.allclose(got[0], pair[0].apply(variables, x, LENGTHS)[0])  # dropout did something
+
+
+def test_step_equals_the_parallel_call(rng):
+  """``step`` (one token, O(1)) reproduces the associative sequence call, and streaming in chunks
+  (each chunk's final carry the next one's initial carry) equals one call."""
+  x = rng.normal(size=(B, T, F)).astype(np.float32)
+  layer = jaxrnn.Recurrent(GatedDecayCell(H), num_layers=2, scan_mode='associative')
+  variables = layer.init(jax.random.key(0), x[:, :2])
+  ys, final = layer.apply(variables, x)
+  carry, steps = None, []
+  for t in range(T):
+    y, carry = layer.apply(variables, x[:, t], carry, method='step')
+    steps.append(y)
+  np.testing.assert_allclose(np.stack(steps, 1), ys, atol=1e-5)
+  np.testing.assert_allclose(carry, final, atol=1e-5)
+  first, mid = layer.apply(variables, x[:, :4])
+  second, last = layer.apply(variables, x[:, 4:], None, mid)
+  np.testing.assert_allclose(np.concatenate([first, second], 1), ys, atol=1e-5)
+  np.testing.assert_allclose(last, final, atol=1e-5)
+
+
+@pytest.mark.parametrize('log_space', [True, slow(False)])
+def test_long_sequences_stay_finite(rng, log_space):
+  """T = 65,536: forward and backward finite (products of 65,536 gates underflow to 0, not NaN)."""
+  layer = jaxrnn.Recurrent(GatedDecayCell(H, log_space), bidirectional=True, scan_mode='associative')
+  x = rng.normal(size=(1, 65_536, F)).astype(np.float32)
+  variables = layer.init(jax.random.key(0), x[:, :2])
+  loss = jax.jit(jax.value_and_grad(lambda v: jnp.sum(layer.apply(v, x, np.array([60_000]))[0] ** 2)))
+  value, grads = loss(variables)
+  assert np.isfinite(value) and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+def test_scan_mode_errors():
+  with pytest.raises(ValueError, match=r"`scan_mode` must be one of \('auto', 'associative', 'sequential'\)"):
+    jaxrnn.GRU(4, scan_mode='parallel')
+  with pytest.raises(ValueError, match='needs cells linear in their carry.*GRUCell has none'):
+    jaxrnn.GRU(4, scan_mode='associative').config  # noqa: B018
