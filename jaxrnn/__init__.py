@@ -16,6 +16,10 @@ from jaxrnn._src.flax_style_cells import LayerNormLSTMCell
 from jaxrnn._src.flax_style_cells import MGUCell
 from jaxrnn._src.init import per_gate
 from jaxrnn._src.init import torch_uniform
+from jaxrnn._src.linear_cells import LRUCell
+from jaxrnn._src.linear_cells import MinGRUCell
+from jaxrnn._src.linear_cells import MinLSTMCell
+from jaxrnn._src.linear_cells import RGLRUCell
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
 from jaxrnn._src.linen_layers import RNN
@@ -48,11 +52,15 @@ __all__ = [
   'ElmanCell',
   'GRU',
   'GRUCell',
+  'LRUCell',
   'LSTM',
   'LSTMCell',
   'LSTMState',
   'LayerNormLSTMCell',
   'MGUCell',
+  'MinGRUCell',
+  'MinLSTMCell',
+  'RGLRUCell',
   'RNN',
   'Recurrent',
   'generate',
