@@ -72,7 +72,8 @@ def test_classify_names_packed_evaluation_is_the_padded_one():
 @pytest.mark.slow  # two training runs in a subprocess; CI also runs the example with --pack
 def test_classify_names_pack_trains_resumes_and_reports(tmp_path):
   """--pack checkpoints and resumes, and ends with the packed speed and held-out accuracy line."""
-  pytest.importorskip('faker')
+  for module in ('faker', 'matplotlib'):  # the examples extra; CI's test stage has only `test`
+    pytest.importorskip(module)
   args = ('--ckpt-dir', str(tmp_path / 'ckpt'), '--plot', str(tmp_path / 'p.png'), '--hidden', '16', '--pack')
   first = run_example('classify_names.py', '--steps', '3', *args)
   assert first.returncode == 0, first.stdout + first.stderr

@@ -108,7 +108,9 @@ def associative_scan_layer(
     b = jnp.where(_to_leaf(valid, b), b, jnp.asarray(identity[1], b.dtype))
 
   compose = _compose_log if log_space else _compose
-  if segments is None:
+  if num_steps == 0:  # an empty time axis: no step, the initial carry is final
+    big_a, big_b = a, b
+  elif segments is None:
     big_a, big_b = jax.lax.associative_scan(compose, (a, b), reverse=reverse)
   else:  # segmented: a sequence's first step (in the scan's order) cuts the composition
     starts = _to_leaf(segments.start, a)
@@ -122,7 +124,7 @@ def associative_scan_layer(
   if valid is not None:
     ys = jnp.where(_to_leaf(valid, ys), ys, jnp.zeros_like(ys))
   if segments is None:
-    return hs[0 if reverse else -1], ys
+    return (carry if num_steps == 0 else hs[0 if reverse else -1]), ys
   return _record_ends(slots(carry, num_segments, 1), hs, segments), ys
 
 
