@@ -235,3 +235,44 @@ def test_padding_invariants_hold_in_parallel(lengths, reverse_first):
 def _mingru_layer():
   layer = jaxrnn.Recurrent(jaxrnn.MinGRUCell(H), bidirectional=True, scan_mode='associative')
   return layer, layer.init(jax.random.key(0), jnp.zeros((1, 2, F)))
+
+
+def test_nnx_export_vmap_and_generate(rng):
+  """The parallel driver under NNX (equal to linen), ``jax.export``, ``vmap``, and ``generate``
+  over ``step`` (greedy tokens equal the argmax of the sequence call fed its own outputs)."""
+  import flax.linen as nn
+
+  cell = jaxrnn.MinGRUCell(H)
+  layer = jaxrnn.Recurrent(cell, num_layers=2, bidirectional=True)
+  x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
+  variables = layer.init(jax.random.key(0), x, LENGTHS)
+  want = layer.apply(variables, x, LENGTHS)
+  module = jaxrnn.interop.linen_to_nnx(layer, variables, in_features=F)
+  assert_trees_close(module(x, LENGTHS), want, atol=0)
+  exported = jax.export.export(jax.jit(layer.apply))(variables, x, LENGTHS)
+  assert_trees_close(exported.call(variables, x, LENGTHS), want, atol=0)
+  batched = jax.vmap(lambda xi, n: layer.apply(variables, xi[None], n[None])[0][0])(x, LENGTHS)
+  np.testing.assert_allclose(batched, want[0], atol=1e-6)
+
+  class LM(nn.Module):
+    def setup(self):
+      self.embed = nn.Embed(11, F)
+      self.rnn = jaxrnn.Recurrent(cell)
+      self.head = nn.Dense(11)
+
+    def __call__(self, tokens):
+      return self.head(self.rnn(self.embed(tokens))[0])
+
+    def step(self, tokens, carry):
+      y, carry = self.rnn.step(self.embed(tokens), carry)
+      return self.head(y), carry
+
+  model = LM()
+  tokens = jnp.array([[1, 2, 3]])
+  lm_variables = model.init(jax.random.key(0), tokens)
+  step_fn = functools.partial(model.apply, lm_variables, method='step')
+  generated, _ = jaxrnn.generate(step_fn, jaxrnn.Recurrent(cell).initial_carry((1,)), tokens[:, 0], 4)
+  seq = tokens[:, :1]
+  for _ in range(4):
+    seq = jnp.concatenate([seq, model.apply(lm_variables, seq)[:, -1:].argmax(-1)], 1)
+  np.testing.assert_array_equal(generated, seq[:, 1:])
