@@ -168,6 +168,22 @@ class _GatedLinearCell:
   def _candidate(self, v: Array) -> Array:
     return _positive_candidate(v) if self.log_space else v
 
+  def linear_form(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
+    """Returns ``(a, b) = (1 - w, w * h~)``, each ``[*batch, H]`` in >= float32, for ``x: [*batch, F]``,
+    with the new state's weight ``w = sigmoid(k)``: ``z`` for minGRU, ``i'`` for minLSTM."""
+    k, v = self._mixing(params, x)
+    return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * self._candidate(v)
+
+  def log_linear_form(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
+    """Returns ``(log a, log b) = (log(1 - w), log w + log g(v))``, each ``[*batch, H]`` (``log_space`` only)."""
+    if not self.log_space:
+      raise ValueError(
+        '`log_linear_form` needs `log_space=True`: with the plain linear candidate, b = w * h~ can be '
+        'negative and has no logarithm.'
+      )
+    k, v = self._mixing(params, x)
+    return -jax.nn.softplus(k), -jax.nn.softplus(-k) + _log_positive_candidate(v)
+
   def readout(self, params: Mapping[str, Array], h: Array, x: Array) -> Array:
     """Returns ``y = h`` in the compute dtype (``x``'s): ``[*batch, H]``."""
     del params
@@ -243,20 +259,9 @@ class MinGRUCell(_GatedLinearCell):
   def __post_init__(self):
     self._check_fields()
 
-  def linear_form(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
-    """Returns ``(a, b) = (1 - z, z * h~)``, each ``[*batch, H]`` in >= float32, for ``x: [*batch, F]``."""
-    k, v = self._gates(params, x)
-    return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * self._candidate(v)
-
-  def log_linear_form(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
-    """Returns ``(log a, log b) = (log(1 - z), log z + log g(v))``, each ``[*batch, H]`` (``log_space`` only)."""
-    if not self.log_space:
-      raise ValueError(
-        '`log_linear_form` needs `log_space=True`: with the plain linear candidate, b = z * h~ can be '
-        'negative and has no logarithm.'
-      )
-    k, v = self._gates(params, x)
-    return -jax.nn.softplus(k), -jax.nn.softplus(-k) + _log_positive_candidate(v)
+  def _mixing(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
+    """Returns the update gate's logit ``k`` (``z = sigmoid(k)``) and the candidate's pre-activation."""
+    return tuple(self._gates(params, x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,25 +316,10 @@ class MinLSTMCell(_GatedLinearCell):
   def __post_init__(self):
     self._check_fields()
 
-  def _normalised_gates(self, params, x) -> tuple[Array, Array]:
-    """Returns ``d = log i - log f`` and the candidate's pre-activation ``v``."""
+  def _mixing(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
+    """Returns ``d = log i - log f`` (``i' = sigmoid(d)``) and the candidate's pre-activation ``v``."""
     k_f, k_i, v = self._gates(params, x)
     return jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i), v
-
-  def linear_form(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
-    """Returns ``(a, b) = (f', i' * h~)``, each ``[*batch, H]`` in >= float32, for ``x: [*batch, F]``."""
-    d, v = self._normalised_gates(params, x)
-    return jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * self._candidate(v)
-
-  def log_linear_form(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
-    """Returns ``(log a, log b) = (log f', log i' + log g(v))``, each ``[*batch, H]`` (``log_space`` only)."""
-    if not self.log_space:
-      raise ValueError(
-        "`log_linear_form` needs `log_space=True`: with the plain linear candidate, b = i' * h~ can be "
-        'negative and has no logarithm.'
-      )
-    d, v = self._normalised_gates(params, x)
-    return -jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_positive_candidate(v)
 
 
 def _complex_dtype(dtype) -> jnp.dtype:
