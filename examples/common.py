@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 logging.getLogger('absl').setLevel(logging.WARNING)
 
 
-# Flags that say how long to run and what to write, not what is trained: a resumed run may change
-# them. Any other flag of a script is part of the run's settings, recorded with its checkpoints.
+# Flags that say how long to run, how (`scan_mode`: same results) and what to write, not what is
+# trained: a resumed run may change them. Any other flag of a script is part of the run's settings, recorded with its checkpoints.
 RUN_FLAGS = frozenset(
-  {'steps', 'resume', 'ckpt_dir', 'ckpt_every', 'plot', 'gen_len', 'temperature', 'check'}
+  {'steps', 'resume', 'ckpt_dir', 'ckpt_every', 'plot', 'gen_len', 'temperature', 'check', 'scan_mode'}
 )
 
 

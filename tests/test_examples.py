@@ -69,6 +69,30 @@ def test_classify_names_packed_evaluation_is_the_padded_one():
   np.testing.assert_array_equal(np.argmax(packed, -1), np.argmax(padded, -1))  # the same accuracy
 
 
+def test_sequential_digits_mingru_is_the_same_model_in_both_scan_modes():
+  """sequential_digits.py --cell mingru: --scan-mode associative and sequential give the same logits."""
+  for module in ('sklearn', 'optax', 'orbax.checkpoint', 'tqdm'):
+    pytest.importorskip(module)
+  import jax
+  import numpy as np
+
+  sys.path.insert(0, str(EXAMPLES))
+  try:
+    import sequential_digits
+  finally:
+    sys.path.remove(str(EXAMPLES))
+  rows = jax.random.uniform(jax.random.key(0), (16, 8, 8))
+  models = {
+    mode: sequential_digits.RowReader(hidden=16, cell='mingru', scan_mode=mode)
+    for mode in ('associative', 'sequential')
+  }
+  params = models['associative'].init(jax.random.key(1), rows)
+  assert sorted(params['params']['Recurrent_0']) == ['l0', 'l1']  # MINGRU_LAYERS
+  logits = {mode: model.apply(params, rows) for mode, model in models.items()}
+  assert logits['associative'].shape == (16, 10)
+  np.testing.assert_allclose(logits['associative'], logits['sequential'], atol=1e-5)
+
+
 @pytest.mark.slow  # two training runs in a subprocess; CI also runs the example with --pack
 def test_classify_names_pack_trains_resumes_and_reports(tmp_path):
   """--pack checkpoints and resumes, and ends with the packed speed and held-out accuracy line."""
