@@ -2,7 +2,8 @@
 
 The GPU suite's code runs on the CPU too (``--allow-cpu``, tiny shapes), where no GPU is lent:
 every smoke check and every candidate builder is exercised. ``benchmarks/packed.py --quick`` runs its
-equality checks and every row."""
+equality checks and every row; ``benchmarks/parallel.py --quick`` its associative = sequential check
+and every row."""
 
 import json
 import pathlib
@@ -46,3 +47,16 @@ def test_packed_benchmark_quick():
   rows = [line for line in result.stdout.splitlines() if line.startswith(('| names |', '| uniform |'))]
   # 5 rows a distribution, printed in its own table and again in the final one
   assert len(rows) == 20 and all('x |' in row for row in rows), result.stdout
+
+
+def test_parallel_benchmark_quick():
+  """``benchmarks/parallel.py --quick``: associative and sequential minGRU agree, and every row is timed."""
+  command = [sys.executable, '-m', 'benchmarks.parallel', '--quick']
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  checks = [line for line in result.stdout.splitlines() if line.startswith('check T=')]
+  assert len(checks) == 1, result.stdout
+  rows = [line for line in result.stdout.splitlines() if line.startswith('| 16 |')]
+  assert len(rows) == 5 and all(row.endswith('x |') for row in rows), result.stdout  # 5 variants at T=16
+  small = [line for line in result.stdout.splitlines() if line.startswith(('| 1 |', '| 4 |'))]
+  assert len(small) == 4, result.stdout  # T in {1, 4} x (fwd+bwd, fwd)
