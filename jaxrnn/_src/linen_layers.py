@@ -252,8 +252,9 @@ class RNN(preset_fields(ElmanCell), _Layer):
     scan_mode: how cells linear in their carry (a ``linear_form`` hook, e.g.
       ``MinGRUCell``; SPEC §12) run: ``'associative'`` (one
       ``jax.lax.associative_scan``, depth ``log T``), ``'sequential'`` (the
-      step-by-step loop) or ``'auto'`` (associative); the same results either
-      way. Other cells always run sequentially.
+      step-by-step loop) or ``'auto'`` (sequential on CPU, where it measured
+      faster, associative elsewhere); the same results either way. Other cells
+      always run sequentially.
     nonlinearity: ``'tanh'`` or ``'relu'``.
 
   Examples:
