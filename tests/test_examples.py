@@ -42,6 +42,7 @@ def test_sharded_training_matches_one_device():
   assert 'same loss trajectory on 1 and 8 devices' in result.stdout
 
 
+@pytest.mark.slow  # the library tests cover the layer; this checks the example
 def test_classify_names_packed_evaluation_is_the_padded_one():
   """classify_names.py --pack: the same params give each held-out name the same logits packed as padded."""
   for module in ('faker', 'optax', 'orbax.checkpoint', 'tqdm'):
@@ -69,6 +70,7 @@ def test_classify_names_packed_evaluation_is_the_padded_one():
   np.testing.assert_array_equal(np.argmax(packed, -1), np.argmax(padded, -1))  # the same accuracy
 
 
+@pytest.mark.slow  # the library tests cover the layer; this checks the example
 def test_sequential_digits_mingru_is_the_same_model_in_both_scan_modes():
   """sequential_digits.py --cell mingru: --scan-mode associative and sequential give the same logits."""
   for module in ('sklearn', 'optax', 'orbax.checkpoint', 'tqdm'):

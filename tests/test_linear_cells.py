@@ -204,7 +204,15 @@ def numpy_layer(cell, directions, x, lengths):
 
 @pytest.mark.parametrize(
   'name',
-  ['mingru_log', slow('minlstm'), 'lru', 'rglru_heads', slow('mingru'), slow('minlstm_log'), slow('rglru')],
+  [
+    'mingru_log',
+    slow('minlstm'),
+    slow('lru'),
+    'rglru_heads',
+    slow('mingru'),
+    slow('minlstm_log'),
+    slow('rglru'),
+  ],
 )
 def test_bidirectional_layer_matches_a_per_sequence_loop(name, rng):
   cell, in_features = make_cell(name)

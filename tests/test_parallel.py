@@ -4,13 +4,13 @@ padding, both directions, packing, stacking, recurrent dropout and one-step deco
 
 import dataclasses
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_trees_close
-from conftest import pairwise
 from conftest import slow
 from hypothesis import given
 from hypothesis import strategies as st
@@ -80,7 +80,10 @@ def layer_pair(**options):
 
 @pytest.mark.parametrize(
   'num_layers,bidirectional,padding,log_space',
-  pairwise([1, 2], [True, False], ['lengths', 'packed', 'none'], [False, True]),
+  [
+    c if c in [(2, True, 'packed', False), (2, True, 'none', True), (1, True, 'lengths', True)] else slow(*c)
+    for c in itertools.product([1, 2], [True, False], ['lengths', 'packed', 'none'], [False, True])
+  ],
 )
 def test_associative_equals_sequential(rng, num_layers, bidirectional, padding, log_space):
   """Outputs, final carries and gradients (parameters and initial carry) agree to float64 round-off."""
@@ -163,7 +166,8 @@ def test_step_equals_the_parallel_call(rng):
   np.testing.assert_allclose(last, final, atol=1e-5)
 
 
-@pytest.mark.parametrize('log_space', [True, slow(False)])
+@pytest.mark.slow  # 13 s; the default run checks T=4096-style finiteness through the other tests
+@pytest.mark.parametrize('log_space', [True, False])
 def test_long_sequences_stay_finite(rng, log_space):
   """T = 65,536: forward and backward finite (products of 65,536 gates underflow to 0, not NaN)."""
   layer = jaxrnn.Recurrent(GatedDecayCell(H, log_space), bidirectional=True, scan_mode='associative')
@@ -191,7 +195,13 @@ PAPER_CELLS = {
 }
 
 
-@pytest.mark.parametrize('cell,padding', pairwise(list(PAPER_CELLS), ['lengths', 'packed']))
+@pytest.mark.parametrize(
+  'cell,padding',
+  [
+    c if c in [('lru', 'packed'), ('mingru_log', 'lengths')] else slow(*c)
+    for c in itertools.product(PAPER_CELLS, ['lengths', 'packed'])
+  ],
+)
 def test_paper_cells_associative_equals_sequential(rng, cell, padding):
   """minGRU, minLSTM (both forms), LRU (complex state) and RG-LRU: the parallel driver equals the
   sequential loop, bidirectional, values and gradients, to float64 round-off."""
@@ -237,6 +247,7 @@ def _mingru_layer():
   return layer, layer.init(jax.random.key(0), jnp.zeros((1, 2, F)))
 
 
+@pytest.mark.slow
 def test_nnx_export_vmap_and_generate(rng):
   """The parallel driver under NNX (equal to linen), ``jax.export``, ``vmap``, and ``generate``
   over ``step`` (greedy tokens equal the argmax of the sequence call fed its own outputs)."""
