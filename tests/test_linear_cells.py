@@ -208,7 +208,7 @@ def numpy_layer(cell, directions, x, lengths):
     'mingru_log',
     slow('minlstm'),
     slow('lru'),
-    'rglru_heads',
+    slow('rglru_heads'),
     slow('mingru'),
     slow('minlstm_log'),
     slow('rglru'),

@@ -123,7 +123,7 @@ CELLS = {
 @pytest.mark.parametrize(
   'cell,options',
   [
-    ('decay', dict(bidirectional=True, num_layers=2, checkpoint_every=4)),
+    ('decay', dict(bidirectional=True, checkpoint_every=4)),
     slow('mgu', dict(bidirectional=True, checkpoint_every=4)),
     slow('layernorm_lstm', dict(bidirectional=True, unroll=3)),
     slow('conv_lstm', dict(bidirectional=True)),
