@@ -84,7 +84,8 @@ def test_checkpoint_every_matches_plain_scan(rng, every):
     assert_trees_close(jax.value_and_grad(loss)(params, every), want, atol=1e-10)
 
 
-@pytest.mark.parametrize('kind', ['lstm', slow('gru'), slow('rnn_tanh')])
+@pytest.mark.slow  # default run: test_scan's options test and the fused float64 tests
+@pytest.mark.parametrize('kind', ['lstm', 'gru', 'rnn_tanh'])
 def test_layer_options_change_nothing_numerically(rng, kind):
   """The layers' speed/memory options give the same outputs, final carry and gradients."""
   x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)

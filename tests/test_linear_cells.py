@@ -157,6 +157,7 @@ def test_log_linear_form_needs_log_space(cell):
     cell.log_linear_form(params, jnp.ones((2,)))
 
 
+@pytest.mark.slow
 def test_lru_ring_initialisation():
   r_min, r_max, max_phase = 0.4, 0.9, math.pi / 2
   cell = jaxrnn.LRUCell(8, state_size=2048, r_min=r_min, r_max=r_max, max_phase=max_phase)

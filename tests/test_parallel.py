@@ -217,6 +217,7 @@ def test_paper_cells_associative_equals_sequential(rng, cell, padding):
     assert_trees_close(got, want, atol=1e-10)
 
 
+@pytest.mark.slow
 @given(lengths=st.lists(st.integers(0, T), min_size=B, max_size=B), reverse_first=st.booleans())
 def test_padding_invariants_hold_in_parallel(lengths, reverse_first):
   """Hypothesis over lengths: exact zeros at padding, garbage in padding never read, the forward
