@@ -44,6 +44,7 @@ from jaxrnn._src.segments import reset
 from jaxrnn._src.segments import segment_steps
 from jaxrnn._src.segments import select_slots
 from jaxrnn._src.segments import select_steps
+from jaxrnn._src.segments import to_leaf
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
 from jaxrnn._src.types import CellParams
@@ -217,7 +218,7 @@ def _fused_loop_backward(config: FusedLoopConfig, residuals: FusedResiduals, cot
       d_y = jnp.where(valid[:, None], d_y, 0)
     if config.packed:  # where a sequence ends, its final carry's cotangent joins
       recorded = select_slots(segment.index, d_store_wide)
-      d_carry = jax.tree.map(lambda d, r: d + jnp.where(_to_leaf(segment.end, d), r, 0), d_carry, recorded)
+      d_carry = jax.tree.map(lambda d, r: d + jnp.where(to_leaf(segment.end, d), r, 0), d_carry, recorded)
     d_carry, d_gx, d_gh = kind.pullback(coefficients, d_carry, d_y)
     d_gh = d_gh.astype(w_hh.dtype)
     d_h = matmul(d_gh, w_hh_t)
@@ -227,7 +228,7 @@ def _fused_loop_backward(config: FusedLoopConfig, residuals: FusedResiduals, cot
       d_carry = d_carry + d_h
     if config.packed:  # where a sequence starts, the carry came from its initial carry
       d_initial = add_at_starts(d_initial, d_carry, segment)
-      d_carry = jax.tree.map(lambda d: jnp.where(_to_leaf(segment.start, d), 0, d), d_carry)
+      d_carry = jax.tree.map(lambda d: jnp.where(to_leaf(segment.start, d), 0, d), d_carry)
       state = (d_carry, d_initial)
     else:
       state = d_carry
@@ -246,7 +247,7 @@ def _fused_loop_backward(config: FusedLoopConfig, residuals: FusedResiduals, cot
   if config.packed:
     d_carry, d_initial = state
     written = recorded_slots(segments, jax.tree.leaves(d_store)[0].shape[1])
-    d_store = jax.tree.map(lambda d: jnp.where(_to_leaf(written, d), 0, d), d_store)
+    d_store = jax.tree.map(lambda d: jnp.where(to_leaf(written, d), 0, d), d_store)
     d_initial = jax.tree.map(lambda d, c: d.astype(c.dtype), d_initial, initial)
   else:
     d_carry, d_initial = state, None
@@ -345,10 +346,6 @@ def _previous_hidden_packed(
   before = jnp.concatenate([ys, h0[None]])[1:] if reverse else jnp.concatenate([h0[None], ys])[:-1]
   fresh = initial_h[None] if initial_h.ndim == h0.ndim else select_steps(segments.index, initial_h)
   return jnp.where(segments.start[..., None], fresh, before)
-
-
-def _to_leaf(mask: Array, leaf: Array) -> Array:
-  return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
 
 
 def _bias_grad(bias: Array | None, d: Array) -> Array | None:

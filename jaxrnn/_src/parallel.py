@@ -36,6 +36,7 @@ from jaxrnn._src.segments import Segments
 from jaxrnn._src.segments import segment_steps
 from jaxrnn._src.segments import select_steps
 from jaxrnn._src.segments import slots
+from jaxrnn._src.segments import to_leaf
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
 
@@ -111,8 +112,8 @@ def associative_scan_layer(
       a = a * carry_mask.astype(a.dtype)
     identity = (1, 0)
   if valid is not None:
-    a = jnp.where(_to_leaf(valid, a), a, jnp.asarray(identity[0], a.dtype))
-    b = jnp.where(_to_leaf(valid, b), b, jnp.asarray(identity[1], b.dtype))
+    a = jnp.where(to_leaf(valid, a), a, jnp.asarray(identity[0], a.dtype))
+    b = jnp.where(to_leaf(valid, b), b, jnp.asarray(identity[1], b.dtype))
 
   compose = _compose_log if log_space else _compose
   if num_steps == 0:  # an empty time axis: no step, the initial carry is final
@@ -120,7 +121,7 @@ def associative_scan_layer(
   elif segments is None:
     big_a, big_b = jax.lax.associative_scan(compose, (a, b), reverse=reverse)
   else:  # segmented: a sequence's first step (in the scan's order) cuts the composition
-    starts = _to_leaf(segments.start, a)
+    starts = to_leaf(segments.start, a)
     big_a, big_b, _ = jax.lax.associative_scan(_segmented(compose), (a, b, starts), reverse=reverse)
   if log_space:
     big_a, big_b = jnp.exp(big_a), jnp.exp(big_b)
@@ -129,7 +130,7 @@ def associative_scan_layer(
   hs = (big_a * upcast(h0) + big_b).astype(jax.tree.leaves(carry)[0].dtype)
   ys = cell.readout(params, hs, xs) if hasattr(cell, 'readout') else hs
   if valid is not None:
-    ys = jnp.where(_to_leaf(valid, ys), ys, jnp.zeros_like(ys))
+    ys = jnp.where(to_leaf(valid, ys), ys, jnp.zeros_like(ys))
   if segments is None:
     return (carry if num_steps == 0 else hs[0 if reverse else -1]), ys
   return _record_ends(slots(carry, num_segments, 1), hs, segments), ys
@@ -174,7 +175,3 @@ def _record_ends(store: Array, hs: Array, segments: Segments) -> Array:
   batch = jnp.arange(store.shape[0])[None, :]
   slot = jnp.where(segments.end, segments.index, num_slots)  # out of range: dropped
   return store.at[batch, slot].set(hs.astype(store.dtype), mode='drop')
-
-
-def _to_leaf(mask: Array, leaf: Array) -> Array:
-  return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))

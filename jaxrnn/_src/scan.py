@@ -38,6 +38,7 @@ from jaxrnn._src.segments import record
 from jaxrnn._src.segments import reset
 from jaxrnn._src.segments import segment_steps
 from jaxrnn._src.segments import slots
+from jaxrnn._src.segments import to_leaf
 from jaxrnn._src.types import Array
 from jaxrnn._src.types import Carry
 from jaxrnn._src.types import CellParams
@@ -235,12 +236,12 @@ def with_empty_sequences(loop, carry: Carry, seq_lengths: Array | None) -> tuple
     return loop(carry)
   empty = seq_lengths == 0
   final, ys = loop(_zeros_where(empty, carry))
-  return jax.tree.map(lambda f, c: jnp.where(_broadcast_to_leaf(empty, f), c, f), final, carry), ys
+  return jax.tree.map(lambda f, c: jnp.where(to_leaf(empty, f), c, f), final, carry), ys
 
 
 def _zeros_where(mask: Array, carry: Carry) -> Carry:
   """Returns ``carry`` with zeros where ``mask`` (``[*batch]``) is True."""
-  return jax.tree.map(lambda c: jnp.where(_broadcast_to_leaf(mask, c), jnp.zeros_like(c), c), carry)
+  return jax.tree.map(lambda c: jnp.where(to_leaf(mask, c), jnp.zeros_like(c), c), carry)
 
 
 def masked_update(valid: Array, new: tuple[Carry, Array], old: Carry) -> tuple[Carry, Array]:
@@ -249,8 +250,8 @@ def masked_update(valid: Array, new: tuple[Carry, Array], old: Carry) -> tuple[C
   ``valid``: ``[*batch]``; ``old``: the carry the step started from.
   """
   new_carry, y = new
-  carry = jax.tree.map(lambda n, o: jnp.where(_broadcast_to_leaf(valid, n), n, o), new_carry, old)
-  return carry, jnp.where(_broadcast_to_leaf(valid, y), y, jnp.zeros_like(y))
+  carry = jax.tree.map(lambda n, o: jnp.where(to_leaf(valid, n), n, o), new_carry, old)
+  return carry, jnp.where(to_leaf(valid, y), y, jnp.zeros_like(y))
 
 
 def in_chunks(run, carry: Carry, xs: Array, every: int, reverse: bool) -> tuple[Carry, Array]:
@@ -276,7 +277,3 @@ def in_chunks(run, carry: Carry, xs: Array, every: int, reverse: bool) -> tuple[
   chunk = jax.checkpoint(lambda carry, inputs: run(carry, *inputs))
   carry, ys = jax.lax.scan(chunk, carry, (ts, jax.tree.map(split, xs)), reverse=reverse)
   return carry, ys.reshape(chunks * every, *ys.shape[2:])[:num_steps]
-
-
-def _broadcast_to_leaf(valid: Array, leaf: Array) -> Array:
-  return valid.reshape(valid.shape + (1,) * (leaf.ndim - valid.ndim))

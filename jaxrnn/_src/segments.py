@@ -71,7 +71,7 @@ def select_slots(slot_index: Array, tree: Carry) -> Carry:
   axis = slot_index.ndim
   num_slots = jax.tree.leaves(tree)[0].shape[axis]
   hot = _one_hot(slot_index, jnp.ones_like(slot_index, bool), num_slots)
-  return jax.tree.map(lambda leaf: jnp.where(_to_leaf(hot, leaf), leaf, 0).sum(axis), tree)
+  return jax.tree.map(lambda leaf: jnp.where(to_leaf(hot, leaf), leaf, 0).sum(axis), tree)
 
 
 def reset(carry: Carry, initial: Carry, step: Segments) -> Carry:
@@ -84,7 +84,7 @@ def reset(carry: Carry, initial: Carry, step: Segments) -> Carry:
 
   def one(i, c):
     fresh = i if i.ndim == c.ndim else select_slots(step.index, i)
-    return jnp.where(_to_leaf(step.start, c), fresh, c)
+    return jnp.where(to_leaf(step.start, c), fresh, c)
 
   return jax.tree.map(one, initial, carry)
 
@@ -95,7 +95,7 @@ def record(store: Carry, carry: Carry, step: Segments) -> Carry:
   axis = step.index.ndim
   hot = _one_hot(step.index, step.end, jax.tree.leaves(store)[0].shape[axis])
   return jax.tree.map(
-    lambda s, c: jnp.where(_to_leaf(hot, s), jnp.expand_dims(c, axis).astype(s.dtype), s), store, carry
+    lambda s, c: jnp.where(to_leaf(hot, s), jnp.expand_dims(c, axis).astype(s.dtype), s), store, carry
   )
 
 
@@ -107,9 +107,9 @@ def add_at_starts(total: Carry, d_carry: Carry, step: Segments) -> Carry:
 
   def one(t, d):
     if t.ndim == d.ndim:  # shared
-      return t + jnp.where(_to_leaf(step.start, d), d, 0).astype(t.dtype)
+      return t + jnp.where(to_leaf(step.start, d), d, 0).astype(t.dtype)
     hot = _one_hot(step.index, step.start, t.shape[axis])
-    return t + jnp.where(_to_leaf(hot, t), jnp.expand_dims(d, axis).astype(t.dtype), 0)
+    return t + jnp.where(to_leaf(hot, t), jnp.expand_dims(d, axis).astype(t.dtype), 0)
 
   return jax.tree.map(one, total, d_carry)
 
@@ -141,5 +141,6 @@ def recorded_slots(segments: Segments, num_slots: int) -> Array:
   return written.at[(*(b[None] for b in batch), slot)].set(True, mode='drop')
 
 
-def _to_leaf(mask: Array, leaf: Array) -> Array:
+def to_leaf(mask: Array, leaf: Array) -> Array:
+  """Returns ``mask`` (``[*batch]``) with trailing axes to broadcast against ``leaf`` (``[*batch, ...]``)."""
   return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
