@@ -30,11 +30,14 @@ def np_cell(cell, p, carry, x):
     return (h, c), h
   h = np.asarray(carry, np.float64)
   gh = h @ w_hh + (0 if b_hh is None else b_hh)
-  if cell == 'gru':
+  if cell in ('gru', 'gru_reset_before'):
     H = gh.shape[-1] // 3
     r = sigmoid(gx[:H] + gh[:H])
     z = sigmoid(gx[H : 2 * H] + gh[H : 2 * H])
-    n = np.tanh(gx[2 * H :] + r * gh[2 * H :])
+    if cell == 'gru':
+      n = np.tanh(gx[2 * H :] + r * gh[2 * H :])
+    else:  # Keras' reset_after=False: the reset multiplies h before its matmul
+      n = np.tanh(gx[2 * H :] + (r * h) @ w_hh[:, 2 * H :] + (0 if b_hh is None else b_hh[2 * H :]))
     h = (1 - z) * n + z * h
     return h, h
   pre = gx + gh
@@ -51,6 +54,7 @@ def np_layer(config, params, x, lengths, carry0):
   B, T, _ = x.shape
   L, D, Hout = config.num_layers, config.num_directions, config.output_size
   lstm = config.cell.name == 'lstm'
+  name = config.cell.name if getattr(config.cell, 'reset_after', True) else 'gru_reset_before'
   lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
   outputs = np.zeros((B, T, D * Hout))
   final_h = np.zeros((L * D, B, Hout))
@@ -65,7 +69,7 @@ def np_layer(config, params, x, lengths, carry0):
         ys = np.zeros((len(seq), Hout))
         order = range(len(seq)) if d == 0 else reversed(range(len(seq)))
         for t in order:
-          carry, ys[t] = np_cell(config.cell.name, params[config.param_names[row]], carry, seq[t])
+          carry, ys[t] = np_cell(name, params[config.param_names[row]], carry, seq[t])
         if lstm:
           final_h[row, b], final_c[row, b] = carry
         else:

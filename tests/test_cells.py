@@ -104,3 +104,21 @@ def test_bfloat16_lstm_keeps_cell_state_in_float32(rng):
   (want_h, want_c), _ = np_cell('lstm', p, (np.zeros(4), np.zeros(4)), np.asarray(x, np.float64))
   np.testing.assert_allclose(np.asarray(c), want_c, atol=3e-2)
   np.testing.assert_allclose(np.asarray(h, np.float32), want_h, atol=3e-2)
+
+
+@pytest.mark.parametrize('bias', [True, False])
+def test_gru_reset_before_matches_numpy(rng, bias):
+  """GRUCell(reset_after=False), Keras 2's GRU: the reset multiplies h before the n block's matmul."""
+  F, H = 5, 7
+  p = random_params(rng, 'gru', F, H, bias=bias)
+  h, x = rng.normal(size=(2, H)), rng.normal(size=(2, F))
+  cell = jaxrnn.GRUCell(H, reset_after=False)
+  got_h, got_y = cell({k: jnp.float32(v) for k, v in p.items()}, jnp.float32(h), jnp.float32(x))
+  for b in range(2):
+    want_h, _ = np_cell('gru_reset_before', p, h[b], x[b])
+    np.testing.assert_allclose(got_h[b], want_h, atol=1e-5)
+  np.testing.assert_array_equal(got_y, got_h)
+  reset_after, _ = jaxrnn.GRUCell(H)(
+    {k: jnp.float32(v) for k, v in p.items()}, jnp.float32(h), jnp.float32(x)
+  )
+  assert not np.allclose(reset_after, got_h, atol=1e-3)  # the two forms differ on these weights

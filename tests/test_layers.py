@@ -165,3 +165,18 @@ def test_empty_time_axis(rng):
   outputs, (h, c) = layer.apply(variables, x, jnp.array([0, 0]))
   assert outputs.shape == (2, 0, 2 * H)
   np.testing.assert_array_equal(h, 0)
+
+
+def test_gru_reset_before_layer_matches_oracle(rng):
+  """GRU(reset_after=False): 2 bidirectional layers over ragged lengths against the NumPy loop."""
+  layer = jaxrnn.GRU(H, num_layers=2, bidirectional=True, reset_after=False)
+  assert not layer.config.use_fused_backward  # the reset-before step has no fused backward
+  x = rng.normal(size=(B, T, F)).astype(np.float32)
+  carry0 = random_carry(rng, layer, (B,))
+  variables = random_variables(layer, F, rng)
+  got = jax.jit(layer.apply)(variables, x, RAGGED, carry0)
+  params = jax.tree.map(np.asarray, variables['params'])
+  want = np_layer(layer.config, params, x, RAGGED, np.asarray(carry0))
+  assert_trees_close(got, want, atol=2e-5)
+  with pytest.raises(ValueError, match='reset_after=True'):
+    jaxrnn.interop.to_state_dict(layer, variables)

@@ -196,7 +196,28 @@ def gru_recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, 
   return _gru_pointwise(carry, gx, recurrent_sum(params, carry))
 
 
-def _check_step_args(params: CellParams, h: Array, x: Array, c: Array | None = None) -> None:
+def gru_reset_before_recurrence(params: CellParams, carry: Array, gx: Array) -> tuple[Array, Array]:
+  """Returns the next hidden state and output ``[..., H]`` of a GRU step with the reset *before* the matmul.
+
+  Keras 2's and TensorFlow 1's default GRU (Keras' ``reset_after=False``,
+  ONNX's ``linear_before_reset=0``): ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``;
+  ``r`` and ``z`` as in ``gru_recurrence``. The ``n`` block's
+  matmul waits for ``r``, so a step does two recurrent matmuls.
+  """
+  w_hh, b_hh = params.w_hh, params.b_hh
+  hidden = w_hh.shape[-1] // 3
+  b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * hidden], b_hh[2 * hidden :])
+  hr, hz = jnp.split(_add_bias(matmul(carry, w_hh[:, : 2 * hidden]), b_rz), 2, axis=-1)
+  xr, xz, xn = jnp.split(gx, 3, axis=-1)
+  r = jax.nn.sigmoid(xr + hr)
+  z = jax.nn.sigmoid(xz + hz)
+  reset = (r * carry.astype(r.dtype)).astype(carry.dtype)
+  n = jnp.tanh(xn + _add_bias(matmul(reset, w_hh[:, 2 * hidden :]), b_n))
+  h = ((1.0 - z) * n + z * carry.astype(z.dtype)).astype(carry.dtype)
+  return h, h
+
+
+def check_step_args(params: CellParams, h: Array, x: Array, c: Array | None = None) -> None:
   """Names a mismatched argument before ``dot_general`` or broadcasting fails on it (trace time)."""
   x_shape, h_shape = tuple(jnp.shape(x)), tuple(jnp.shape(h))
   if x_shape[-1:] != params.w_ih.shape[:1]:
@@ -232,7 +253,7 @@ def rnn_tanh_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Ar
     >>> h.round(4)
     Array([0.2913, 0.2913], dtype=float32)
   """
-  _check_step_args(params, carry, x)
+  check_step_args(params, carry, x)
   return _tanh_recurrence(params, carry, project_input(params, x))
 
 
@@ -241,7 +262,7 @@ def rnn_relu_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Ar
 
   Shapes as in [`rnn_tanh_cell`][jaxrnn.rnn_tanh_cell].
   """
-  _check_step_args(params, carry, x)
+  check_step_args(params, carry, x)
   return _relu_recurrence(params, carry, project_input(params, x))
 
 
@@ -264,7 +285,7 @@ def lstm_cell(params: CellParams, carry: LSTMState, x: Array) -> tuple[LSTMState
     Array([0.5, 0.5], dtype=float32)
   """
   carry = LSTMState(*carry)
-  _check_step_args(params, carry.h, x, carry.c)
+  check_step_args(params, carry.h, x, carry.c)
   return lstm_recurrence(params, carry, project_input(params, x))
 
 
@@ -276,7 +297,7 @@ def gru_cell(params: CellParams, carry: Array, x: Array) -> tuple[Array, Array]:
     carry: ``h: [..., H]``.
     x: ``[..., F]``.
   """
-  _check_step_args(params, carry, x)
+  check_step_args(params, carry, x)
   return gru_recurrence(params, carry, project_input(params, x))
 
 

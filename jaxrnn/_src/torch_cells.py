@@ -260,11 +260,20 @@ class GRUCell(_TorchCell):
   """GRU cell, like ``torch.nn.GRU``'s step (gates ``r, z, n``, reset after the recurrent matmul).
 
   Parameters: ``w_ih [F, 3H]``, ``w_hh [H, 3H]``, ``b_ih``, ``b_hh [3H]``;
-  carry ``h: [*batch, H]``; output ``y = h'``.
+  carry ``h: [*batch, H]``; output ``y = h'``. With ``z, r`` the sigmoid gates,
+
+      n  = tanh(x W_in + b_in + r * (h W_hn + b_hn))     (reset_after=True, PyTorch)
+      n  = tanh(x W_in + b_in + (r * h) W_hn + b_hn)     (reset_after=False)
+      h' = (1 - z) * n + z * h
 
   Attributes:
     hidden_size: ``H``.
     use_bias: add ``b_ih`` and ``b_hh``.
+    reset_after: apply the reset gate after the recurrent matmul (PyTorch,
+      cuDNN, Keras 3's default, ONNX ``linear_before_reset=1``), or, with
+      False, before it (Keras 2's and TensorFlow 1's default). The
+      reset-before form runs the generic backward (no fused backward) and has
+      no PyTorch counterpart: ``to_torch`` refuses it.
     kernel_init, recurrent_kernel_init, bias_init: initializers of ``w_ih``,
       ``w_hh`` and the biases; ``None`` takes ``init_scheme``'s.
     init_scheme: ``'pytorch'``, ``'flax'`` or ``'keras'``, as for
@@ -285,11 +294,28 @@ class GRUCell(_TorchCell):
   recurrent_kernel_init: Initializer | None = dataclasses.field(**_INIT)
   bias_init: Initializer | None = dataclasses.field(**_INIT)
   init_scheme: str = dataclasses.field(default='pytorch', kw_only=True)
+  reset_after: bool = dataclasses.field(default=True, kw_only=True)
   fused_kind_name = 'gru'
 
   def __post_init__(self):
     self._check_fields()
+    check_bool('reset_after', self.reset_after)
+
+  @property
+  def fused_kind(self) -> cells.CellKind | None:
+    """Hook: the fused backward's coefficients; None with ``reset_after=False`` (a matmul after ``r``)."""
+    return self.kind if self.reset_after else None
+
+  def recurrence(self, params, carry: Array, gx: Array) -> tuple[Array, Array]:
+    """Hook: returns ``(h', h')`` from the projected input ``gx``."""
+    if self.reset_after:
+      return super().recurrence(params, carry, gx)
+    return cells.gru_reset_before_recurrence(as_cell_params(params), carry, gx)
 
   def __call__(self, params, carry: Array, x: Array) -> tuple[Array, Array]:
     """Returns ``(h', h')`` for ``carry h: [*batch, H]`` and ``x: [*batch, F]``."""
-    return cells.gru_cell(as_cell_params(params), carry, x)
+    if self.reset_after:
+      return cells.gru_cell(as_cell_params(params), carry, x)
+    params = as_cell_params(params)
+    cells.check_step_args(params, carry, x)
+    return self.recurrence(params, carry, cells.project_input(params, x))

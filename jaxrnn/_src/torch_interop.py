@@ -75,6 +75,11 @@ def _mode(layer) -> str:
       f'Recurrent over one of them), got {type(layer).__name__}'
       + (f' over {", ".join(type(c).__name__ for c in cells)}.' if cells else '.')
     )
+  if not getattr(cells[0], 'reset_after', True):
+    raise ValueError(
+      'PyTorch conversion needs reset_after=True: torch.nn.GRU applies the reset gate after the '
+      'recurrent matmul, this GRUCell(reset_after=False) before it.'
+    )
   return {'rnn_tanh': 'RNN_TANH', 'rnn_relu': 'RNN_RELU', 'lstm': 'LSTM', 'gru': 'GRU'}[cells[0].name]
 
 
