@@ -244,9 +244,10 @@ def test_bidirectional_layer_matches_a_per_sequence_loop(name, rng):
   [slow('rglru'), slow('mingru'), slow('mingru_log'), slow('minlstm'), slow('minlstm_log'), slow('lru')],
 )
 def test_long_sequences_stay_finite_forward_and_backward(name):
+  """T = 65,536 under the parallel scan: outputs and gradients finite (6-18 s a cell on 2 cores)."""
   cell, in_features = make_cell(name)
-  layer = jaxrnn.Recurrent(cell)
-  x = jax.random.normal(jax.random.key(0), (2, 4096, in_features)) * 3
+  layer = jaxrnn.Recurrent(cell, scan_mode='associative')
+  x = jax.random.normal(jax.random.key(0), (1, 65_536, in_features)) * 3
   variables = layer.init(jax.random.key(1), x[:, :1])
 
   @jax.jit
