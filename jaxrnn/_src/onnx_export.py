@@ -248,10 +248,13 @@ def to_onnx(
   features = 'x' if config.time_major else node('Transpose', ['x'], ['x_time_major'], perm=[1, 0, 2])
   lens = ''
   if with_seq_lengths:
-    # onnxruntime refuses length 0: run such rows with length 1, then zero their outputs and
-    # restore their initial state (SPEC §3.3) with `valid` below.
-    lens = node('Max', ['seq_lengths', constant('one_int32', np.array(1, np.int32))], ['sequence_lens'])
+    # onnxruntime loses the initial state at length 0 (older versions refuse it): run such rows
+    # with length 1, then zero their outputs and restore their initial state (SPEC §3.3) with
+    # `valid` below. Where, not Max: Max takes int32 from opset 12 only.
     valid = node('Greater', ['seq_lengths', constant('zero_int32', np.array(0, np.int32))], ['valid'])
+    lens = node(
+      'Where', [valid, 'seq_lengths', constant('one_int32', np.array(1, np.int32))], ['sequence_lens']
+    )
     # [1, B, 1]: broadcasts against Y_h [D, B, H] and the outputs [T, B, D*H].
     valid = node('Reshape', [valid, constant('shape_1b1', np.array([1, -1, 1], np.int64))], ['valid_1b1'])
   zeros_carry = None
