@@ -4,13 +4,15 @@
 ``from_state_dict`` and ``to_state_dict`` need NumPy only. ``linen_to_nnx`` and
 ``nnx_to_linen`` move a layer and its parameters between Flax's two APIs;
 ``to_flax_carry`` and ``from_flax_carry`` convert a layer's carry to Flax's
-per-cell carries and back.
+per-cell carries and back. ``to_onnx`` exports a layer to an ONNX model
+(``pip install 'jaxrnn[convert]'``).
 """
 
 from jaxrnn._src.flax_carry import from_flax_carry
 from jaxrnn._src.flax_carry import to_flax_carry
 from jaxrnn._src.flax_interop import linen_to_nnx
 from jaxrnn._src.flax_interop import nnx_to_linen
+from jaxrnn._src.onnx_export import to_onnx
 from jaxrnn._src.torch_interop import from_state_dict
 from jaxrnn._src.torch_interop import from_torch
 from jaxrnn._src.torch_interop import to_state_dict
@@ -23,6 +25,7 @@ __all__ = [
   'linen_to_nnx',
   'nnx_to_linen',
   'to_flax_carry',
+  'to_onnx',
   'to_state_dict',
   'to_torch',
 ]
