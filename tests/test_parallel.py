@@ -168,7 +168,9 @@ def test_step_equals_the_parallel_call(rng):
 
 
 @pytest.mark.slow  # 13 s; the default run checks T=4096-style finiteness through the other tests
-@pytest.mark.parametrize('log_space', [True])  # the linear form: each paper cell at T=65,536, test_linear_cells
+@pytest.mark.parametrize(
+  'log_space', [True]
+)  # the linear form: each paper cell at T=65,536, test_linear_cells
 def test_long_sequences_stay_finite(rng, log_space):
   """T = 65,536: forward and backward finite (products of 65,536 gates underflow to 0, not NaN)."""
   layer = jaxrnn.Recurrent(GatedDecayCell(H, log_space), bidirectional=True, scan_mode='associative')

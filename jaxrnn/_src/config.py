@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -250,3 +251,38 @@ class LayerConfig(LayerOptions):
     """Returns the shape of each weight of layer ``layer`` (one direction) of a built-in cell."""
     specs = self.cell.param_specs(self.layer_features(layer, in_features))
     return {name: shape for name, (shape, _) in specs.items()}
+
+
+def check_params(config: LayerConfig, params: Mapping[str, Any]) -> None:
+  """Raises ValueError unless ``params`` has exactly the groups, names and shapes ``config`` uses."""
+  layout = f'num_layers={config.num_layers}, bidirectional={config.bidirectional}'
+  use_bias, proj_size = config.cell.use_bias, getattr(config.cell, 'proj_size', 0)
+  expected = config.param_names
+  missing = [group for group in expected if group not in params]
+  extra = sorted(set(params) - set(expected))
+  if missing or extra:
+    raise ValueError(
+      f'`variables` do not fit the layer ({layout}): expected parameter groups {expected}, '
+      f'got {sorted(params)} (missing {missing}, extra {extra}).'
+    )
+  first = params[expected[0]]
+  # F is read off layer 0; None (shown as 'F') makes a w_ih of the wrong rank fail below.
+  in_features = np.shape(first['w_ih'])[0] if 'w_ih' in first and np.ndim(first['w_ih']) == 2 else None
+  for row, group in enumerate(expected):
+    shapes = config.weight_shapes(row // config.num_directions, in_features)
+    missing = sorted(set(shapes) - set(params[group]))
+    extra = sorted(set(params[group]) - set(shapes))
+    if missing or extra:
+      raise ValueError(
+        f'`variables`: params[{group!r}] does not fit the layer (use_bias={use_bias}, '
+        f'proj_size={proj_size}): expected {sorted(shapes)}, got {sorted(params[group])} '
+        f'(missing {missing}, extra {extra}).'
+      )
+    for name, shape in shapes.items():
+      actual = np.shape(params[group][name])
+      if actual != shape:
+        raise ValueError(
+          f'`variables`: params[{group!r}][{name!r}] has shape {list(actual)}, expected '
+          f'{["F" if n is None else n for n in shape]} for this layer ({layout}, '
+          f'hidden_size={config.hidden_size}, proj_size={proj_size}).'
+        )

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxrnn._src.config import check_params
 from jaxrnn._src.torch_cells import ElmanCell
 from jaxrnn._src.torch_cells import GRUCell
 from jaxrnn._src.torch_cells import LSTMCell
@@ -195,7 +196,6 @@ def to_onnx(
     >>> [i.name for i in model.graph.input], [o.name for o in model.graph.output]
     (['x', 'seq_lengths'], ['outputs', 'h_n'])
   """
-  from jaxrnn._src.torch_interop import _check_params  # noqa: PLC0415 (jaxrnn imports flax already)
 
   onnx = _import_onnx()
   from onnx import TensorProto  # noqa: PLC0415
@@ -209,7 +209,7 @@ def to_onnx(
     )
   config, cell = _cell_of(layer)
   params = _params_of(layer, variables, config)
-  _check_params(config, params)
+  check_params(config, params)
 
   kind, lstm = cell.name, cell.name == 'lstm'
   num_dirs, hidden, num_layers = config.num_directions, cell.hidden_size, config.num_layers

@@ -25,6 +25,7 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from jaxrnn._src.config import LayerConfig
+from jaxrnn._src.config import check_params
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
 from jaxrnn._src.linen_layers import RNN
@@ -122,41 +123,6 @@ def params_from_state_dict(
   return params
 
 
-def _check_params(config: LayerConfig, params: Mapping[str, Any]) -> None:
-  """Raises ValueError unless ``params`` has exactly the groups, names and shapes ``config`` uses."""
-  layout = f'num_layers={config.num_layers}, bidirectional={config.bidirectional}'
-  use_bias, proj_size = config.cell.use_bias, getattr(config.cell, 'proj_size', 0)
-  expected = config.param_names
-  missing = [group for group in expected if group not in params]
-  extra = sorted(set(params) - set(expected))
-  if missing or extra:
-    raise ValueError(
-      f'`variables` do not fit the layer ({layout}): expected parameter groups {expected}, '
-      f'got {sorted(params)} (missing {missing}, extra {extra}).'
-    )
-  first = params[expected[0]]
-  # F is read off layer 0; None (shown as 'F') makes a w_ih of the wrong rank fail below.
-  in_features = np.shape(first['w_ih'])[0] if 'w_ih' in first and np.ndim(first['w_ih']) == 2 else None
-  for row, group in enumerate(expected):
-    shapes = config.weight_shapes(row // config.num_directions, in_features)
-    missing = sorted(set(shapes) - set(params[group]))
-    extra = sorted(set(params[group]) - set(shapes))
-    if missing or extra:
-      raise ValueError(
-        f'`variables`: params[{group!r}] does not fit the layer (use_bias={use_bias}, '
-        f'proj_size={proj_size}): expected {sorted(shapes)}, got {sorted(params[group])} '
-        f'(missing {missing}, extra {extra}).'
-      )
-    for name, shape in shapes.items():
-      actual = np.shape(params[group][name])
-      if actual != shape:
-        raise ValueError(
-          f'`variables`: params[{group!r}][{name!r}] has shape {list(actual)}, expected '
-          f'{["F" if n is None else n for n in shape]} for this layer ({layout}, '
-          f'hidden_size={config.hidden_size}, proj_size={proj_size}).'
-        )
-
-
 def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Returns PyTorch's ``state_dict`` of ``layer`` as NumPy arrays (no torch needed).
 
@@ -186,7 +152,7 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
   params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
   _mode(layer)
   config = layer.config
-  _check_params(config, params)
+  check_params(config, params)
   state_dict = {}
   for group in config.param_names:
     for name in _TORCH_NAMES:
