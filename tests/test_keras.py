@@ -1,5 +1,6 @@
 """Keras 3 converters against Keras itself (JAX backend): outputs, final states, masks, named errors."""
 
+import itertools
 import os
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')  # before anything imports keras
@@ -113,7 +114,16 @@ def test_from_keras_matches_keras(kind, bidirectional, use_bias, masked, rng):
   assert_states_close(keras_states(final_carry, 2 if bidirectional else 1), want_states)
 
 
-@pytest.mark.parametrize('kind, bidirectional, use_bias, masked', GRID)
+# The default tier keeps a folded LSTM bias and a bidirectional, masked, folded reset-before GRU.
+TO_KERAS_GRID = [
+  pytest.param(*c)
+  if c in {('lstm', False, True, False), ('gru_reset_before', True, True, True)}
+  else slow(*c)
+  for c in itertools.product(KERAS_KINDS, [False, True], [True, False], [False, True])
+]
+
+
+@pytest.mark.parametrize('kind, bidirectional, use_bias, masked', TO_KERAS_GRID)
 def test_to_keras_matches_jaxrnn_and_round_trips(kind, bidirectional, use_bias, masked, rng):
   layer = jax_layer(kind, hidden_size=H, bidirectional=bidirectional, use_bias=use_bias)
   variables = random_variables(layer, F, rng)  # b_hh nonzero: checks how the biases fold
@@ -254,13 +264,22 @@ FROM_KERAS_ERRORS = {
 }
 
 
-@pytest.mark.parametrize('case', FROM_KERAS_ERRORS)
+FAST_ERRORS = ('not_recurrent', 'activation', 'merge_mode', 'stack_units_differ', 'proj_size')
+
+
+def error_cases(cases):
+  """The cases' names; a few representatives run in the default tier, the rest (as cheap) in the slow one."""
+  return [pytest.param(c) if c in FAST_ERRORS else slow(c) for c in cases]
+
+
+@pytest.mark.parametrize('case', error_cases(FROM_KERAS_ERRORS))
 def test_from_keras_errors(case):
   make, error, match = FROM_KERAS_ERRORS[case]
   with pytest.raises(error, match=match):
     from_keras(make())
 
 
+@pytest.mark.slow
 def test_from_keras_stack_needs_return_sequences():
   first = keras.layers.LSTM(H)
   first.build((None, None, F))
@@ -292,22 +311,16 @@ TO_KERAS_ERRORS = {
 }
 
 
-@pytest.mark.parametrize('case', TO_KERAS_ERRORS)
-def test_to_keras_errors(case, rng):
+@pytest.mark.parametrize('case', error_cases(TO_KERAS_ERRORS))
+def test_to_keras_errors(case):
   make, error, match = TO_KERAS_ERRORS[case]
-  layer = make()
-  with pytest.raises(error, match=match):
-    to_keras(layer, layer.init(rng_key(), jnp.ones((1, T, F))))
+  with pytest.raises(error, match=match):  # raised before the parameters are read
+    to_keras(make(), {'params': {}})
 
 
+@pytest.mark.slow
 def test_to_keras_variables_must_fit(rng):
   layer = make_layer('lstm', hidden_size=H)
   variables = random_variables(make_layer('lstm', hidden_size=H, bidirectional=True), F, rng)
   with pytest.raises(ValueError, match='expected parameter groups'):
     to_keras(layer, variables)
-
-
-def rng_key():
-  import jax
-
-  return jax.random.key(0)
