@@ -324,3 +324,24 @@ def test_to_keras_variables_must_fit(rng):
   variables = random_variables(make_layer('lstm', hidden_size=H, bidirectional=True), F, rng)
   with pytest.raises(ValueError, match='expected parameter groups'):
     to_keras(layer, variables)
+
+
+@pytest.mark.slow
+def test_float64_carries_over(rng):
+  """float64 weights stay float64 both ways (bit-identical with GRU's two biases kept)."""
+  import jax
+
+  with jax.enable_x64(True):
+    layer = make_layer('gru', hidden_size=H, bidirectional=True, param_dtype=jnp.float64)
+    variables = jax.tree.map(lambda a: a.astype(jnp.float64), random_variables(layer, F, rng))
+    converted = to_keras(layer, variables)
+    assert converted.forward_layer.cell.kernel.dtype == 'float64'
+    x = rng.normal(size=(B, T, F))
+    keras_outputs = converted(x)[0]
+    back, back_variables = from_keras(converted)
+    assert back.param_dtype == jnp.float64
+    jax.tree.map(np.testing.assert_array_equal, back_variables, variables)
+    outputs, _ = back.apply(back_variables, x)
+    assert outputs.dtype == jnp.float64
+    # Keras' float64 GRU on JAX agrees to about 1e-7, not to float64 rounding.
+    np.testing.assert_allclose(outputs, keras_outputs, atol=1e-6, rtol=0)
