@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')  # before anything imports keras
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -329,8 +330,6 @@ def test_to_keras_variables_must_fit(rng):
 @pytest.mark.slow
 def test_float64_carries_over(rng):
   """float64 weights stay float64 both ways (bit-identical with GRU's two biases kept)."""
-  import jax
-
   with jax.enable_x64(True):
     layer = make_layer('gru', hidden_size=H, bidirectional=True, param_dtype=jnp.float64)
     variables = jax.tree.map(lambda a: a.astype(jnp.float64), random_variables(layer, F, rng))
@@ -345,3 +344,25 @@ def test_float64_carries_over(rng):
     assert outputs.dtype == jnp.float64
     # Keras' float64 GRU on JAX agrees to about 1e-7, not to float64 rounding.
     np.testing.assert_allclose(outputs, keras_outputs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_mixed_precision_policy(rng):
+  """Keras' mixed_bfloat16 (float32 weights, bfloat16 compute) is jaxrnn's dtype=bfloat16, both ways."""
+  layer = keras_layer('lstm', rng, bidirectional=True, dtype='mixed_bfloat16')
+  x = inputs(rng)
+  want_outputs = np.asarray(layer(x)[0], np.float32)
+  converted, variables = from_keras(layer)
+  assert (jnp.dtype(converted.dtype), jnp.dtype(converted.param_dtype)) == (jnp.bfloat16, jnp.float32)
+  outputs, _ = converted.apply(variables, x)
+  assert outputs.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(outputs, np.float32), want_outputs, atol=2e-2, rtol=0)
+  back = to_keras(converted, variables)
+  assert back.forward_layer.dtype_policy.name == 'mixed_bfloat16'
+  np.testing.assert_array_equal(np.asarray(back(x)[0], np.float32), want_outputs)
+
+  bad = make_layer('gru', hidden_size=H, dtype=jnp.float32, param_dtype=jnp.bfloat16)
+  with pytest.raises(
+    ValueError, match='compute dtype float32 with bfloat16 parameters has no Keras dtype policy'
+  ):
+    to_keras(bad, bad.init(jax.random.key(0), jnp.ones((1, T, F))))

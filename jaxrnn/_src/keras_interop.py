@@ -129,12 +129,14 @@ def _describe_recurrent(keras, layer, *, backward: bool = False) -> dict:
   dtype = jnp.dtype(kernel.dtype).name
   if dtype not in _DTYPES:
     raise TypeError(f'{name}: weights must be float32, float64 or bfloat16, got {dtype}.')
+  compute_dtype = jnp.dtype(layer.compute_dtype).name  # differs under a mixed-precision policy
   return {
     'kind': kind,
     'units': units,
     'use_bias': bool(config['use_bias']),
     'extra': extra,
     'dtype': dtype,
+    'compute_dtype': None if compute_dtype == dtype else compute_dtype,
     'recurrent_dropout': float(config['recurrent_dropout']),
     'return_sequences': bool(config['return_sequences']),
     'in_features': kernel.shape[0],
@@ -144,7 +146,7 @@ def _describe_recurrent(keras, layer, *, backward: bool = False) -> dict:
 
 
 # Hyper-parameters that must agree between the directions of a Bidirectional and the layers of a stack.
-_SHARED = ('kind', 'units', 'use_bias', 'extra', 'dtype', 'recurrent_dropout')
+_SHARED = ('kind', 'units', 'use_bias', 'extra', 'dtype', 'compute_dtype', 'recurrent_dropout')
 
 
 def _differences(first: dict, other: dict) -> list[str]:
@@ -206,7 +208,9 @@ def from_keras(layer: Any) -> tuple[Any, dict]:
 
   The jaxrnn layer is batch-major (``time_major=False``) like Keras, returns
   ``(outputs [B, T, D*H], final_carry [L*D, B, H])`` whatever Keras'
-  ``return_sequences``/``return_state``, and keeps the weights' dtype.
+  ``return_sequences``/``return_state``, and keeps the weights' dtype as
+  ``param_dtype``; a mixed-precision policy's compute dtype (``'mixed_bfloat16'``)
+  becomes its ``dtype``.
   ``recurrent_dropout`` carries over (the same per-sequence mask on ``h``);
   ``dropout`` (on the inputs) has no jaxrnn counterpart and is dropped with a
   warning. A Keras mask that marks the first ``len_b`` steps of each sequence
@@ -281,6 +285,7 @@ def from_keras(layer: Any) -> tuple[Any, dict]:
     use_bias=first['use_bias'],
     recurrent_dropout=first['recurrent_dropout'],
     param_dtype=jnp.dtype(dtype),
+    dtype=None if first['compute_dtype'] is None else jnp.dtype(first['compute_dtype']),
     **first['extra'],
   )
   groups = jax_layer.config.param_names
@@ -339,7 +344,9 @@ def to_keras(layer: Any, variables: Mapping[str, Any]) -> Any:
   the backward one (``h``, then ``c`` for LSTM). ``num_layers > 1`` becomes a
   ``keras.Sequential`` of such layers with ``return_state=False``: it returns
   the outputs only. The Keras layers are batch-major whatever ``time_major``,
-  their dtype is that of the parameters, and ``recurrent_dropout`` carries over.
+  their dtype is that of the parameters (a float16 or bfloat16 compute ``dtype``
+  over float32 parameters becomes Keras' ``'mixed_float16'``/``'mixed_bfloat16'``
+  policy), and ``recurrent_dropout`` carries over.
   The two biases fold into Keras' one (``b_ih + b_hh``) except for
   ``GRU(reset_after=True)``, which keeps both.
 
@@ -355,7 +362,8 @@ def to_keras(layer: Any, variables: Mapping[str, Any]) -> Any:
     TypeError: the cell has no Keras counterpart (naming it), or the
       parameters are not float32, float64 or bfloat16.
     ValueError: ``proj_size`` (Keras' LSTM has no projection), ``dropout``
-      between layers, or ``variables`` that do not fit ``layer`` (see
+      between layers, a compute ``dtype`` no Keras policy has, or ``variables``
+      that do not fit ``layer`` (see
       [`to_state_dict`][jaxrnn.interop.to_state_dict]).
 
   Examples:
@@ -383,13 +391,21 @@ def to_keras(layer: Any, variables: Mapping[str, Any]) -> Any:
   if dtype not in _DTYPES:
     raise TypeError(f'parameter dtype must be float32, float64 or bfloat16, got {dtype}.')
   reset_after = kind == 'GRU' and cell.reset_after
+  compute_dtype = None if config.dtype is None else jnp.dtype(config.dtype).name
+  if compute_dtype not in (None, dtype):
+    if dtype != 'float32' or compute_dtype not in ('float16', 'bfloat16'):
+      raise ValueError(
+        f'Keras conversion: compute dtype {compute_dtype} with {dtype} parameters has no Keras dtype '
+        "policy (Keras' mixed precision keeps float32 variables and computes in float16 or bfloat16)."
+      )
+  policy = dtype if compute_dtype in (None, dtype) else f'mixed_{compute_dtype}'
   options = {
     'units': config.hidden_size,
     'use_bias': cell.use_bias,
     'recurrent_dropout': config.recurrent_dropout,
     'return_sequences': True,
     'return_state': config.num_layers == 1,
-    'dtype': dtype,
+    'dtype': policy,
   }
   if kind == 'SimpleRNN':
     options['activation'] = cell.nonlinearity
