@@ -2,6 +2,8 @@
 
 import itertools
 import os
+import subprocess
+import sys
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')  # before anything imports keras
 
@@ -366,3 +368,18 @@ def test_mixed_precision_policy(rng):
     ValueError, match='compute dtype float32 with bfloat16 parameters has no Keras dtype policy'
   ):
     to_keras(bad, bad.init(jax.random.key(0), jnp.ones((1, T, F))))
+
+
+@pytest.mark.slow
+def test_keras_is_imported_only_when_converting(monkeypatch):
+  code = 'import sys, jaxrnn.interop; assert "keras" not in sys.modules, "keras imported"'
+  subprocess.run([sys.executable, '-c', code], check=True)
+
+  from jaxrnn._src import keras_interop
+
+  def no_keras(name):
+    raise ImportError(f'No module named {name!r}')
+
+  monkeypatch.setattr(keras_interop.importlib, 'import_module', no_keras)
+  with pytest.raises(ImportError, match=r"pip install 'jaxrnn\[convert\]'"):
+    from_keras(None)

@@ -218,7 +218,8 @@ def from_keras(layer: Any) -> tuple[Any, dict]:
 
   Args:
     layer: the Keras layer or ``keras.Sequential``, built (called once, or
-      ``build``), on any Keras backend.
+      ``build``). Only the weights are read, so any Keras backend should do;
+      the tests run Keras on JAX.
 
   Returns:
     layer: a [`jaxrnn.RNN`][jaxrnn.RNN], [`LSTM`][jaxrnn.LSTM] or
