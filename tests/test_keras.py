@@ -66,13 +66,10 @@ def keras_mask(masked):
   return (np.arange(T) < LENGTHS[:, None]) if masked else None
 
 
-def keras_states(final_carry, num_directions, rows=slice(None)):
-  """jaxrnn's ``final_carry`` in Keras' order: per direction of the last layer ``h`` (then ``c``)."""
+def keras_states(final_carry, num_directions, first_row=0):
+  """jaxrnn's ``final_carry`` rows ``first_row, ...`` (one layer) in Keras' order: per direction ``h`` (then ``c``)."""
   leaves = tuple(final_carry) if isinstance(final_carry, jaxrnn.LSTMState) else (final_carry,)
-  rows = (
-    range(rows.start or 0, rows.start + num_directions) if rows.start is not None else range(num_directions)
-  )
-  return [np.asarray(leaf[row]) for row in rows for leaf in leaves]
+  return [np.asarray(leaf[first_row + d]) for d in range(num_directions) for leaf in leaves]
 
 
 def assert_valid_steps_close(got, want, masked):
@@ -105,13 +102,13 @@ def test_from_keras_matches_keras(kind, bidirectional, use_bias, masked, rng):
   x, mask = inputs(rng), keras_mask(masked)
   want_outputs, *want_states = layer(x, mask=mask)
 
-  jax_layer_, variables = from_keras(layer)
-  assert (jax_layer_.bidirectional, jax_layer_.time_major, jax_layer_.use_bias) == (
+  converted, variables = from_keras(layer)
+  assert (converted.bidirectional, converted.time_major, converted.use_bias) == (
     bidirectional,
     False,
     use_bias,
   )
-  outputs, final_carry = run_jaxrnn(jax_layer_, variables, x, masked)
+  outputs, final_carry = run_jaxrnn(converted, variables, x, masked)
 
   assert_valid_steps_close(outputs, want_outputs, masked)
   assert_states_close(keras_states(final_carry, 2 if bidirectional else 1), want_states)
@@ -165,7 +162,7 @@ def test_sequential_stack(kind, bidirectional, masked, rng):
   assert layer.num_layers == 2
   outputs, final_carry = run_jaxrnn(layer, variables, x, masked)
   assert_valid_steps_close(outputs, want_outputs, masked)
-  assert_states_close(keras_states(final_carry, num_directions, slice(num_directions, None)), want_states)
+  assert_states_close(keras_states(final_carry, num_directions, first_row=num_directions), want_states)
 
   converted = to_keras(layer, variables)
   assert isinstance(converted, keras.Sequential)
