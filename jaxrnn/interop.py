@@ -4,11 +4,13 @@
 ``from_state_dict`` and ``to_state_dict`` need NumPy only. ``linen_to_nnx`` and
 ``nnx_to_linen`` move a layer and its parameters between Flax's two APIs;
 ``to_flax_carry`` and ``from_flax_carry`` convert a layer's carry to Flax's
-per-cell carries and back.
+per-cell carries and back. ``from_flax`` converts Flax's own ``nn.RNN`` /
+``nn.Bidirectional`` (linen or NNX) over its built-in cells to a jaxrnn layer.
 """
 
 from jaxrnn._src.flax_carry import from_flax_carry
 from jaxrnn._src.flax_carry import to_flax_carry
+from jaxrnn._src.flax_convert import from_flax
 from jaxrnn._src.flax_interop import linen_to_nnx
 from jaxrnn._src.flax_interop import nnx_to_linen
 from jaxrnn._src.torch_interop import from_state_dict
@@ -17,6 +19,7 @@ from jaxrnn._src.torch_interop import to_state_dict
 from jaxrnn._src.torch_interop import to_torch
 
 __all__ = [
+  'from_flax',
   'from_flax_carry',
   'from_state_dict',
   'from_torch',
