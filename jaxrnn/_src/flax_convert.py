@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import flax.linen.recurrent as flax_linen_recurrent
+import flax.nnx.nn.recurrent as flax_nnx_recurrent
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +35,8 @@ _SIGMOID = {jax.nn.sigmoid}
 _TANH = {jnp.tanh, getattr(jax.nn, 'tanh', jnp.tanh)}
 _RELU = {jax.nn.relu}
 _ZEROS = {None, jax.nn.initializers.zeros}
+# nn.Bidirectional's default merge_fn (concatenate [forward, backward] on the last axis), linen and NNX.
+_CONCATENATE = {flax_linen_recurrent._concatenate, flax_nnx_recurrent._concatenate}
 _LSTM_GATES = ('i', 'f', 'g', 'o')
 _GRU_GATES = ('r', 'z', 'n')
 # linen nn.RNN's lifting options and their defaults: anything else changes what the scan does.
@@ -86,7 +90,7 @@ def _linen_cell(cell: nn.Module, params: Mapping) -> tuple[_Spec, dict]:
   """Returns the spec and jaxrnn parameters (one group) of a linen built-in cell."""
   dtypes = (getattr(cell, 'dtype', None), getattr(cell, 'param_dtype', jnp.float32))
   params = dict(params)
-  if isinstance(cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):
+  if type(cell) in (nn.LSTMCell, nn.OptimizedLSTMCell):
     _check_fn(cell, 'gate_fn', _SIGMOID, 'sigmoid gates')
     _check_fn(cell, 'activation_fn', _TANH, 'tanh')
     _check_carry_init(cell)
@@ -99,7 +103,7 @@ def _linen_cell(cell: nn.Module, params: Mapping) -> tuple[_Spec, dict]:
       'b_hh': _concat(hidden, 'bias'),
     }
     return _Spec('LSTM', cell.features, (), *dtypes, _name(cell)), group
-  if isinstance(cell, nn.GRUCell):
+  if type(cell) is nn.GRUCell:
     _check_fn(cell, 'gate_fn', _SIGMOID, 'sigmoid gates')
     _check_fn(cell, 'activation_fn', _TANH, 'tanh')
     _check_carry_init(cell)
@@ -114,7 +118,7 @@ def _linen_cell(cell: nn.Module, params: Mapping) -> tuple[_Spec, dict]:
       'b_hh': jnp.concatenate([jnp.zeros_like(hn_bias), jnp.zeros_like(hn_bias), hn_bias]),
     }
     return _Spec('GRU', cell.features, (), *dtypes, _name(cell)), group
-  if isinstance(cell, nn.SimpleCell):
+  if type(cell) is nn.SimpleCell:
     nonlinearity = _simple_nonlinearity(cell)
     _check_carry_init(cell)
     _require(cell, params, ['i', 'h'])
@@ -125,7 +129,7 @@ def _linen_cell(cell: nn.Module, params: Mapping) -> tuple[_Spec, dict]:
       'b_hh': _zeros_like_bias(params['h']['kernel']),
     }
     return _Spec('RNN', cell.features, (('nonlinearity', nonlinearity),), *dtypes, _name(cell)), group
-  if isinstance(cell, nn.MGUCell):
+  if type(cell) is nn.MGUCell:
     _check_carry_init(cell)
     _require(cell, params, ['if', 'hf', 'hn', 'in'])
     extra = (
@@ -136,7 +140,7 @@ def _linen_cell(cell: nn.Module, params: Mapping) -> tuple[_Spec, dict]:
     return _Spec('MGU', cell.features, extra, *dtypes, _name(cell)), jax.tree.map(jnp.asarray, params)
   raise TypeError(
     f'from_flax converts nn.RNN over nn.LSTMCell, nn.OptimizedLSTMCell, nn.GRUCell, nn.SimpleCell or '
-    f'nn.MGUCell, got a cell {_name(cell)}. {_HINT}'
+    f'nn.MGUCell (not subclasses, whose step may differ), got a cell {_name(cell)}. {_HINT}'
   )
 
 
@@ -166,10 +170,10 @@ def _nnx_params(module) -> dict:
 
 def _nnx_cell(cell) -> tuple[_Spec, dict]:
   """Returns the spec and jaxrnn parameters (one group) of an NNX built-in cell."""
-  if not isinstance(cell, (nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell, nnx.SimpleCell)):
+  if type(cell) not in (nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell, nnx.SimpleCell):
     raise TypeError(
       'from_flax converts nnx.RNN over nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell or '
-      f'nnx.SimpleCell, got a cell {_name(cell)}.'
+      f'nnx.SimpleCell (not subclasses, whose step may differ), got a cell {_name(cell)}.'
     )
   promote = getattr(cell, 'promote_dtype', None)
   if promote is not None and promote is not nnx.nn.dtypes.promote_dtype:
@@ -179,7 +183,7 @@ def _nnx_cell(cell) -> tuple[_Spec, dict]:
   dtypes = (cell.dtype, cell.param_dtype)
   features = cell.hidden_features
   params = _nnx_params(cell)
-  if isinstance(cell, nnx.SimpleCell):
+  if type(cell) is nnx.SimpleCell:
     nonlinearity = _simple_nonlinearity(cell)
     _check_carry_init(cell)
     group = {
@@ -192,7 +196,7 @@ def _nnx_cell(cell) -> tuple[_Spec, dict]:
   _check_fn(cell, 'gate_fn', _SIGMOID, 'sigmoid gates')
   _check_fn(cell, 'activation_fn', _TANH, 'tanh')
   _check_carry_init(cell)
-  if isinstance(cell, nnx.LSTMCell):  # one Linear per gate, `if_` for the Python keyword
+  if type(cell) is nnx.LSTMCell:  # one Linear per gate, `if_` for the Python keyword
     kernels_i = [params['if_' if g == 'f' else f'i{g}'] for g in _LSTM_GATES]
     hidden = [params[f'h{g}'] for g in _LSTM_GATES]
     group = {
@@ -201,7 +205,7 @@ def _nnx_cell(cell) -> tuple[_Spec, dict]:
       'b_hh': _concat(hidden, 'bias'),
     }
     return _Spec('LSTM', features, (), *dtypes, _name(cell)), {**group, 'b_ih': jnp.zeros_like(group['b_hh'])}
-  if isinstance(cell, nnx.OptimizedLSTMCell):  # fused [F, 4H] and [H, 4H], gates i, f, g, o
+  if type(cell) is nnx.OptimizedLSTMCell:  # fused [F, 4H] and [H, 4H], gates i, f, g, o
     group = {
       'w_ih': jnp.asarray(params['dense_i']['kernel']),
       'w_hh': jnp.asarray(params['dense_h']['kernel']),
@@ -291,7 +295,7 @@ def _nnx_layer(module, where: str) -> _Layer:
 
 def _check_merge(module, where: str) -> None:
   merge = module.merge_fn
-  if getattr(merge, '__name__', None) != '_concatenate' or not merge.__module__.startswith('flax.'):
+  if merge not in _CONCATENATE:
     raise ValueError(
       f'{where}: {_name(module)}(merge_fn={getattr(merge, "__name__", merge)!r}) is not supported: '
       "jaxrnn concatenates [forward, backward] outputs (Flax's default merge_fn); merge the two "
