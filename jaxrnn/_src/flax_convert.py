@@ -32,7 +32,7 @@ _HINT = (
   'parameter tree (params["l0"] = variables["params"]["cell"]).'
 )
 _SIGMOID = {jax.nn.sigmoid}
-_TANH = {jnp.tanh, getattr(jax.nn, 'tanh', jnp.tanh)}
+_TANH = {jnp.tanh, getattr(jax.nn, 'tanh', jnp.tanh)}  # flax's nn.tanh is jnp.tanh
 _RELU = {jax.nn.relu}
 _ZEROS = {None, jax.nn.initializers.zeros}
 # nn.Bidirectional's default merge_fn (concatenate [forward, backward] on the last axis), linen and NNX.
@@ -55,13 +55,18 @@ class _Spec:
   source: str = dataclasses.field(compare=False)  # the Flax class, for messages
 
 
+def _is_one_of(value, functions) -> bool:
+  """Identity, not ``==``: a callable object's ``__eq__`` (or an unhashable one) cannot pass for Flax's function."""
+  return any(value is f for f in functions)
+
+
 def _name(module) -> str:
   return type(module).__name__
 
 
 def _check_fn(module, field: str, allowed: set, wanted: str) -> None:
   value = getattr(module, field)
-  if value not in allowed:
+  if not _is_one_of(value, allowed):
     raise ValueError(
       f'{_name(module)}.{field}={getattr(value, "__name__", value)!r} has no jaxrnn preset '
       f'(jaxrnn converts {wanted}). {_HINT}'
@@ -70,12 +75,18 @@ def _check_fn(module, field: str, allowed: set, wanted: str) -> None:
 
 def _check_carry_init(module) -> None:
   value = getattr(module, 'carry_init', None)
-  if value not in _ZEROS:
+  if not _is_one_of(value, _ZEROS):
     raise ValueError(
       f'{_name(module)}.carry_init={getattr(value, "__name__", value)!r}: jaxrnn layers start from a '
       f'zero carry; convert a cell with the default (zeros) carry_init and pass the initial carry as '
       f'`initial_carry` (jaxrnn.interop.from_flax_carry converts Flax carries). {_HINT}'
     )
+
+
+def _dtypes(cell) -> tuple[Any, Any]:
+  """The cell's compute and parameter dtypes, normalised so that ``'float32'`` equals ``jnp.float32``."""
+  dtype = getattr(cell, 'dtype', None)
+  return (None if dtype is None else jnp.dtype(dtype)), jnp.dtype(getattr(cell, 'param_dtype', jnp.float32))
 
 
 def _concat(trees: Sequence[Mapping], part: str) -> jax.Array:
@@ -88,7 +99,7 @@ def _zeros_like_bias(kernel) -> jax.Array:
 
 def _linen_cell(cell: nn.Module, params: Mapping) -> tuple[_Spec, dict]:
   """Returns the spec and jaxrnn parameters (one group) of a linen built-in cell."""
-  dtypes = (getattr(cell, 'dtype', None), getattr(cell, 'param_dtype', jnp.float32))
+  dtypes = _dtypes(cell)
   params = dict(params)
   if type(cell) in (nn.LSTMCell, nn.OptimizedLSTMCell):
     _check_fn(cell, 'gate_fn', _SIGMOID, 'sigmoid gates')
@@ -149,7 +160,7 @@ def _simple_nonlinearity(cell) -> str:
     raise ValueError(
       f'{_name(cell)}.residual=True (h = act(x W_i + h W_h + h)) has no jaxrnn preset. {_HINT}'
     )
-  if cell.activation_fn in _RELU:
+  if _is_one_of(cell.activation_fn, _RELU):
     return 'relu'
   _check_fn(cell, 'activation_fn', _TANH, 'tanh or relu')
   return 'tanh'
@@ -180,7 +191,7 @@ def _nnx_cell(cell) -> tuple[_Spec, dict]:
     raise ValueError(
       f'{_name(cell)}.promote_dtype={promote!r} is not the default; jaxrnn promotes as Flax does.'
     )
-  dtypes = (cell.dtype, cell.param_dtype)
+  dtypes = _dtypes(cell)
   features = cell.hidden_features
   params = _nnx_params(cell)
   if type(cell) is nnx.SimpleCell:
@@ -295,7 +306,7 @@ def _nnx_layer(module, where: str) -> _Layer:
 
 def _check_merge(module, where: str) -> None:
   merge = module.merge_fn
-  if merge not in _CONCATENATE:
+  if not _is_one_of(merge, _CONCATENATE):
     raise ValueError(
       f'{where}: {_name(module)}(merge_fn={getattr(merge, "__name__", merge)!r}) is not supported: '
       "jaxrnn concatenates [forward, backward] outputs (Flax's default merge_fn); merge the two "
@@ -426,8 +437,6 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None) -> Any:
     layers = [_nnx_layer(m, f'layer {k} ({_name(m)})') for k, m in enumerate(modules)]
     layer, linen_variables = _build(layers)
     return linen_to_nnx(layer, linen_variables, deterministic=True)
-  if isinstance(module, nnx.Module):
-    raise TypeError(f'from_flax: {_name(module)} is not an NNX RNN.')
   if variables is None:
     raise ValueError(
       f'from_flax of a linen module ({_name(module)}) needs its `variables` (module.init(...)).'
