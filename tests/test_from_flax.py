@@ -11,6 +11,7 @@ from flax import nnx
 
 import jaxrnn
 from jaxrnn.interop import from_flax
+from jaxrnn.interop import from_flax_carry
 from jaxrnn.interop import to_flax_carry
 
 F, H = 3, 4
@@ -181,6 +182,26 @@ def test_shared_cell_in_both_directions_and_dtypes_carry_over():
   )
 
 
+def test_initial_carry_through_from_flax_carry():
+  """Flax's per-direction (c, h) carries -> jaxrnn's LSTMState(h, c) [L*D, B, H] with from_flax_carry."""
+  module = _linen('lstm', True)
+  x = _inputs()
+  flax_variables = _noisy(module.init(jax.random.key(1), x))
+  layer, variables = from_flax(module, flax_variables)
+  keys = jax.random.split(jax.random.key(3), 4)
+  initial = tuple(
+    (jax.random.normal(keys[2 * d], (2, H)), jax.random.normal(keys[2 * d + 1], (2, H))) for d in range(2)
+  )
+  _check_layer_matches(
+    layer,
+    variables,
+    lambda x, initial_carry: module.apply(flax_variables, x, initial_carry=initial, return_carry=True),
+    x,
+    True,
+    initial_carry=from_flax_carry(list(initial), layer),
+  )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('name', list(LINEN_CELLS))
 def test_linen_float64_is_exact_to_rounding(name):
@@ -291,3 +312,11 @@ def test_named_errors_of_arguments():
     from_flax(nnx.RNN(nnx.GRUCell(F, H, rngs=rngs), reverse=True, rngs=rngs))
   with pytest.raises(ValueError, match=r'SimpleCell.residual=True'):
     from_flax(nnx.RNN(nnx.SimpleCell(F, H, residual=True, rngs=rngs), rngs=rngs))
+  with pytest.raises(ValueError, match=r'merge_fn=.*_sum_merge'):
+    from_flax(nnx.Bidirectional(nnx_rnn, nnx_rnn, merge_fn=_sum_merge, rngs=rngs))
+  with pytest.raises(TypeError, match=r'converts nnx.RNN, nnx.Bidirectional.*got Linear'):
+    from_flax(nnx.Sequential(nnx_rnn, nnx.Linear(H, H, rngs=rngs)))
+  with pytest.raises(ValueError, match=r'layer 1 has time_major=True, layer 0 False'):
+    from_flax([nnx_rnn, nnx.RNN(nnx.GRUCell(H, H, rngs=rngs), time_major=True, rngs=rngs)])
+  with pytest.raises(ValueError, match=r'nn.RNN\(variable_axes=.*is not the default'):
+    from_flax(nn.RNN(nn.GRUCell(H), variable_axes={'params': 0}), {'params': {'cell': {}}})
