@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import pytest
 from conftest import assert_trees_close
-from conftest import each_value
 from conftest import slow
 from flax import nnx
 
@@ -69,7 +68,18 @@ def _check_layer_matches(layer, variables, run_flax, x, bidirectional, atol=1e-5
 
 
 @pytest.mark.parametrize(
-  'name, bidirectional, time_major', each_value(list(LINEN_CELLS), [True, False], [False, True])
+  'name, bidirectional, time_major',
+  [
+    ('lstm', True, False),
+    ('gru', True, True),
+    ('simple_relu', False, True),
+    ('mgu', True, False),
+    # The same parameter tree as LSTMCell's, and SimpleCell's tanh twin: the slow tier.
+    slow('optimized_lstm', False, True),
+    slow('simple_tanh', False, False),
+    *[slow(name, True, True) for name in ('lstm', 'optimized_lstm', 'simple_tanh', 'simple_relu', 'mgu')],
+    *[slow(name, False, False) for name in ('lstm', 'gru', 'mgu')],
+  ],
 )
 def test_linen_matches_flax(name, bidirectional, time_major):
   module = _linen(name, bidirectional, time_major)
