@@ -375,7 +375,8 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None) -> Any:
   initializers. Carried over: ``features`` (as ``hidden_size``), ``time_major``,
   the cell's ``dtype`` and ``param_dtype``; ``nn.Bidirectional`` with the
   default ``merge_fn`` becomes ``bidirectional=True`` (forward half first, as
-  Flax concatenates). A stack (a list or tuple of such modules, or
+  Flax concatenates); one cell object shared by both directions, whose
+  parameters Flax stores once, gives each direction a copy. A stack (a list or tuple of such modules, or
   ``nn.Sequential`` / ``nnx.Sequential`` of them) of one cell type and size,
   all unidirectional or all bidirectional, becomes one layer with
   ``num_layers=k``. Not carried over: ``unroll`` (jaxrnn chooses its own) and
