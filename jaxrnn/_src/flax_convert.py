@@ -11,13 +11,12 @@ o; r, z, n). Conversion concatenates kernels and fills the biases Flax does not 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import flax.linen.recurrent as flax_linen_recurrent
-import flax.nnx.nn.recurrent as flax_nnx_recurrent
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +34,12 @@ _SIGMOID = {jax.nn.sigmoid}
 _TANH = {jnp.tanh, getattr(jax.nn, 'tanh', jnp.tanh)}  # flax's nn.tanh is jnp.tanh
 _RELU = {jax.nn.relu}
 _ZEROS = {None, jax.nn.initializers.zeros}
-# nn.Bidirectional's default merge_fn (concatenate [forward, backward] on the last axis), linen and NNX.
-_CONCATENATE = {flax_linen_recurrent._concatenate, flax_nnx_recurrent._concatenate}
+# nn.Bidirectional's default merge_fn (concatenate [forward, backward] on the last axis), linen and NNX,
+# read off the public signatures rather than imported by its private name.
+_CONCATENATE = {
+  nn.Bidirectional.__dataclass_fields__['merge_fn'].default,
+  inspect.signature(nnx.Bidirectional.__init__).parameters['merge_fn'].default,
+}
 _LSTM_GATES = ('i', 'f', 'g', 'o')
 _GRU_GATES = ('r', 'z', 'n')
 # linen nn.RNN's lifting options and their defaults: anything else changes what the scan does.
