@@ -1,5 +1,6 @@
 import itertools
 import os
+import pathlib
 import sys
 
 import chex
@@ -16,6 +17,19 @@ settings.register_profile('ci', max_examples=10, deadline=None, derandomize=True
 settings.register_profile('dev', max_examples=20, deadline=None, print_blob=True)
 settings.register_profile('explore', max_examples=300, deadline=None, print_blob=True)
 settings.load_profile('ci' if os.environ.get('CI') else 'dev')
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / 'docs'
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects
+def pytest_collection_modifyitems(config, items):
+  """The documentation pages' examples (docs/**/*.md, 80 s of compiling) run in the slow tier;
+  docstring examples and the README (tests/test_readme.py) stay in the default run."""
+  for item in items:
+    path = pathlib.Path(str(item.fspath)).resolve()
+    if path.suffix == '.md' and DOCS in path.parents:
+      item.add_marker(pytest.mark.slow)
+
 
 # Every layer flavour the library offers: (layer class name, extra fields, cell name).
 KINDS = {

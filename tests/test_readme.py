@@ -3,7 +3,7 @@
 Every ```python block is fed, in order, line by line, to one `code.InteractiveConsole` (what the
 `python` prompt runs), so a name defined in no earlier block, or a blank line inside a class body
 (it ends the class at the prompt), fails here. Doctest blocks are typed without their prompts and
-their printed results compared; pytest also runs them as a doctest (README.md is in testpaths).
+their printed results compared (so README.md needs no doctest run of its own).
 """
 
 import code
