@@ -29,6 +29,7 @@ from jaxrnn._src.config import check_params
 from jaxrnn._src.torch_cells import ElmanCell
 from jaxrnn._src.torch_cells import GRUCell
 from jaxrnn._src.torch_cells import LSTMCell
+from jaxrnn._src.torch_cells import builtin_cell_of
 
 # Keras class name -> (jaxrnn layer class name, number of gates)
 _KINDS = {'SimpleRNN': ('RNN', 1), 'LSTM': ('LSTM', 4), 'GRU': ('GRU', 3)}
@@ -300,15 +301,8 @@ def from_keras(layer: Any) -> tuple[Any, dict]:
 
 def _keras_cell_kind(layer) -> str:
   """Returns the Keras class name for ``layer``'s cell, or raises naming what has no Keras counterpart."""
-  config = getattr(layer, 'config', None)
-  cells = config.cells if config is not None else ()
-  if len(cells) != 1 or not isinstance(cells[0], (ElmanCell, LSTMCell, GRUCell)):
-    raise TypeError(
-      'Keras conversion needs a layer over ElmanCell, LSTMCell or GRUCell (jaxrnn.RNN, LSTM, GRU or '
-      f'Recurrent over one of them), got {type(layer).__name__}'
-      + (f' over {", ".join(type(c).__name__ for c in cells)}.' if cells else '.')
-    )
-  cell = cells[0]
+  cell = builtin_cell_of(layer, 'Keras conversion')
+  config = layer.config
   if getattr(cell, 'proj_size', 0):
     raise ValueError(f'Keras conversion: Keras LSTM has no projection, got proj_size={cell.proj_size}.')
   if config.dropout and config.num_layers > 1:

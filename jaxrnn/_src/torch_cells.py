@@ -319,3 +319,21 @@ class GRUCell(_TorchCell):
     params = as_cell_params(params)
     cells.check_step_args(params, carry, x)
     return self.recurrence(params, carry, cells.project_input(params, x))
+
+
+def builtin_cell_of(layer, conversion: str) -> _TorchCell:
+  """Returns the one ``ElmanCell``/``LSTMCell``/``GRUCell`` of ``layer``'s rows for a converter.
+
+  Raises:
+    TypeError: ``layer`` is no jaxrnn layer or runs another cell (or two), named in the message
+      with ``conversion``, e.g. ``'PyTorch conversion'``.
+  """
+  config = getattr(layer, 'config', None)
+  layer_cells = config.cells if config is not None else ()
+  if len(layer_cells) != 1 or not isinstance(layer_cells[0], (ElmanCell, LSTMCell, GRUCell)):
+    raise TypeError(
+      f'{conversion} needs a layer over ElmanCell, LSTMCell or GRUCell (jaxrnn.RNN, LSTM, GRU or '
+      f'Recurrent over one of them), got {type(layer).__name__}'
+      + (f' over {", ".join(type(c).__name__ for c in layer_cells)}.' if layer_cells else '.')
+    )
+  return layer_cells[0]

@@ -29,9 +29,7 @@ from jaxrnn._src.config import check_params
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
 from jaxrnn._src.linen_layers import RNN
-from jaxrnn._src.torch_cells import ElmanCell
-from jaxrnn._src.torch_cells import GRUCell
-from jaxrnn._src.torch_cells import LSTMCell
+from jaxrnn._src.torch_cells import builtin_cell_of
 
 # jaxrnn name -> (PyTorch prefix, transposed)
 _TORCH_NAMES = {
@@ -68,20 +66,13 @@ def torch_name(group: str, name: str) -> str:
 
 def _mode(layer) -> str:
   """Returns PyTorch's ``mode`` of a layer over one PyTorch cell, or raises naming the cell."""
-  config = getattr(layer, 'config', None)
-  cells = config.cells if config is not None else ()
-  if len(cells) != 1 or not isinstance(cells[0], (ElmanCell, LSTMCell, GRUCell)):
-    raise TypeError(
-      'PyTorch conversion needs a layer over ElmanCell, LSTMCell or GRUCell (jaxrnn.RNN, LSTM, GRU or '
-      f'Recurrent over one of them), got {type(layer).__name__}'
-      + (f' over {", ".join(type(c).__name__ for c in cells)}.' if cells else '.')
-    )
-  if not getattr(cells[0], 'reset_after', True):
+  cell = builtin_cell_of(layer, 'PyTorch conversion')
+  if not getattr(cell, 'reset_after', True):
     raise ValueError(
       'PyTorch conversion needs reset_after=True: torch.nn.GRU applies the reset gate after the '
       'recurrent matmul, this GRUCell(reset_after=False) before it.'
     )
-  return {'rnn_tanh': 'RNN_TANH', 'rnn_relu': 'RNN_RELU', 'lstm': 'LSTM', 'gru': 'GRU'}[cells[0].name]
+  return {'rnn_tanh': 'RNN_TANH', 'rnn_relu': 'RNN_RELU', 'lstm': 'LSTM', 'gru': 'GRU'}[cell.name]
 
 
 def params_from_state_dict(
