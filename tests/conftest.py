@@ -53,27 +53,34 @@ def slow(*values):
   return pytest.param(*values, marks=pytest.mark.slow)
 
 
-def _cover(axes, strength):
-  """The full product of ``axes`` as ``pytest.param``s, those outside a covering set marked slow.
-
-  The covering set is chosen greedily, in product order, so that every choice of ``strength``
-  axes sees each combination of their values in at least one unmarked parameter set; among
-  equally good candidates, the one that also covers the most new combinations of one more
-  axis wins, so the default run's representatives differ from each other.
-  """
-  combos = list(itertools.product(*axes))
-  strengths = range(strength, min(strength + 1, len(axes)) + 1)
+def _covering(combos, strength, covered=()):
+  """Indices of ``combos`` chosen greedily, in product order, so that every choice of ``strength``
+  axes sees each combination of their values in at least one chosen combo (``covered`` counts as
+  chosen already); among equally good candidates, the one that also covers the most new
+  combinations of one more axis wins, so the representatives differ from each other."""
+  num_axes = len(combos[0])
+  strengths = range(strength, min(strength + 1, num_axes) + 1)
 
   def keys(combo, s):
-    return {tuple((i, combo[i]) for i in subset) for subset in itertools.combinations(range(len(combo)), s)}
+    return {tuple((i, combo[i]) for i in subset) for subset in itertools.combinations(range(num_axes), s)}
 
   uncovered = {s: set().union(*(keys(c, s) for c in combos)) for s in strengths}
-  fast = set()
+  chosen = set(covered)
+  for i in chosen:
+    for s in strengths:
+      uncovered[s] -= keys(combos[i], s)
   while uncovered[strength]:
     best = max(range(len(combos)), key=lambda i: [len(keys(combos[i], s) & uncovered[s]) for s in strengths])
-    fast.add(best)
+    chosen.add(best)
     for s in strengths:
       uncovered[s] -= keys(combos[best], s)
+  return chosen
+
+
+def _cover(axes, strength):
+  """The full product of ``axes`` as ``pytest.param``s, those outside a covering set marked slow."""
+  combos = list(itertools.product(*axes))
+  fast = _covering(combos, strength)
   return [pytest.param(*c) if i in fast else slow(*c) for i, c in enumerate(combos)]
 
 
@@ -88,6 +95,15 @@ def pairwise(*axes):
 def each_value(*axes):
   """The product of ``axes``; the default run keeps every value of every axis at least once."""
   return _cover(axes, 1)
+
+
+def each_value_then_pairs(*axes):
+  """For wide grids: every value of every axis in the default run, every pair of values of two
+  axes in the slow tier, and no more (the full product of 6 axes is mostly repetition)."""
+  combos = list(itertools.product(*axes))
+  fast = _covering(combos, 1)
+  pairs = _covering(combos, 2, covered=fast)
+  return [pytest.param(*c) if i in fast else slow(*c) for i, c in enumerate(combos) if i in pairs]
 
 
 def _plain(tree):

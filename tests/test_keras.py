@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import each_value
+from conftest import each_value_then_pairs
 from conftest import make_layer
 from conftest import random_variables
 from conftest import slow
@@ -92,8 +92,8 @@ def run_jaxrnn(layer, variables, x, masked):
   return layer.apply(variables, jnp.asarray(x), lengths)
 
 
-# Every kind, direction, bias and mask at least once in the default tier; the full grid is slow.
-GRID = each_value(list(KERAS_KINDS), [False, True], [True, False], [False, True])
+# Every kind, direction, bias and mask at least once in the default tier; every pair of values in the slow one.
+GRID = each_value_then_pairs(list(KERAS_KINDS), [False, True], [True, False], [False, True])
 
 
 @pytest.mark.parametrize('kind, bidirectional, use_bias, masked', GRID)

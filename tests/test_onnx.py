@@ -5,7 +5,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import each_value
+from conftest import each_value_then_pairs
 from conftest import random_variables
 
 import jaxrnn
@@ -62,7 +62,7 @@ def compare(layer, variables, rng, *, batch=3, steps=5, lengths=None, initial=Fa
 
 @pytest.mark.parametrize(
   'cell, num_layers, bidirectional, time_major, ragged, initial',
-  each_value(list(CELLS), [1, 2], [False, True], [False, True], [False, True], [False, True]),
+  each_value_then_pairs(list(CELLS), [1, 2], [False, True], [False, True], [False, True], [False, True]),
 )
 def test_matches_layer(cell, num_layers, bidirectional, time_major, ragged, initial, rng):
   layer = jaxrnn.Recurrent(
