@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_gpu_suite_runs_on_cpu(tmp_path):
   pytest.importorskip('torch')
-  command = [sys.executable, '-m', 'benchmarks.gpu', '--allow-cpu', '--quick', '--shapes', 'S1,S4-gru']
+  command = [sys.executable, '-m', 'benchmarks.gpu', '--allow-cpu', '--quick', '--shapes', 'S1']  # 40 s
   result = subprocess.run(
     command + ['--runs', '1', '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900
   )
