@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -286,3 +288,21 @@ def check_params(config: LayerConfig, params: Mapping[str, Any]) -> None:
           f'{["F" if n is None else n for n in shape]} for this layer ({layout}, '
           f'hidden_size={config.hidden_size}, proj_size={proj_size}).'
         )
+
+
+def checked_params(config: LayerConfig, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+  """Returns the ``params`` of ``variables`` (``{'params': ...}`` or the ``params`` themselves),
+  after ``check_params`` (for the converters, which read every weight by name)."""
+  params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
+  check_params(config, params)
+  return params
+
+
+def warn_float64_without_x64(dtype, stacklevel: int = 3) -> None:
+  """Warns that float64 parameters compute in float32 while ``jax_enable_x64`` is off."""
+  if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+    warnings.warn(
+      'float64 parameters with jax_enable_x64 off will compute in float32; '
+      "enable x64 (jax.config.update('jax_enable_x64', True)) for float64.",
+      stacklevel=stacklevel,
+    )

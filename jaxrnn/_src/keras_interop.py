@@ -21,11 +21,11 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._src.config import check_params
+from jaxrnn._src.config import checked_params
+from jaxrnn._src.config import warn_float64_without_x64
 from jaxrnn._src.torch_cells import ElmanCell
 from jaxrnn._src.torch_cells import GRUCell
 from jaxrnn._src.torch_cells import LSTMCell
@@ -273,12 +273,7 @@ def from_keras(layer: Any) -> tuple[Any, dict]:
         '`return_sequences=True`: in a jaxrnn stack every layer reads all outputs of the one below.'
       )
   dtype = first['dtype']
-  if dtype == 'float64' and not jax.config.jax_enable_x64:
-    warnings.warn(
-      'float64 weights with jax_enable_x64 off will compute in float32; '
-      "enable x64 (jax.config.update('jax_enable_x64', True)) for float64.",
-      stacklevel=2,
-    )
+  warn_float64_without_x64(dtype)
   cls = getattr(linen_layers, _KINDS[first['kind']][0])
   jax_layer = cls(
     hidden_size=first['units'],
@@ -378,9 +373,8 @@ def to_keras(layer: Any, variables: Mapping[str, Any]) -> Any:
   keras = _import_keras()
 
   kind = _keras_cell_kind(layer)
-  params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
   config = layer.config
-  check_params(config, params)
+  params = checked_params(config, variables)
   cell = config.cell
   dtype = jnp.dtype(params['l0']['w_ih'].dtype).name
   if dtype not in _DTYPES:
@@ -410,7 +404,7 @@ def to_keras(layer: Any, variables: Mapping[str, Any]) -> Any:
   keras_layers = []
   for k in range(config.num_layers):
     recurrent = getattr(keras.layers, kind)(**options)
-    groups = [f'l{k}', f'l{k}_reverse'][: config.num_directions]
+    groups = config.param_names[k * config.num_directions : (k + 1) * config.num_directions]
     if config.bidirectional:
       keras_layer = keras.layers.Bidirectional(recurrent, merge_mode='concat')
       directions = [keras_layer.forward_layer, keras_layer.backward_layer]

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxrnn._src.config import check_params
+from jaxrnn._src.config import checked_params
 from jaxrnn._src.torch_cells import ElmanCell
 from jaxrnn._src.torch_cells import GRUCell
 from jaxrnn._src.torch_cells import LSTMCell
@@ -97,8 +97,8 @@ def _params_of(layer, variables, config) -> Mapping[str, Any]:
   if variables is None:  # an NNX layer holds its parameters: one callable per group
     if not all(callable(getattr(layer, group, None)) for group in config.param_names):
       raise TypeError('`variables` is needed for a linen layer: pass the `{"params": ...}` of layer.init.')
-    return {group: getattr(layer, group)() for group in config.param_names}
-  return variables.get('params', variables) if isinstance(variables, Mapping) else variables
+    return checked_params(config, {group: getattr(layer, group)() for group in config.param_names})
+  return checked_params(config, variables)
 
 
 def _float32(value, where: str) -> np.ndarray:
@@ -209,7 +209,6 @@ def to_onnx(
     )
   config, cell = _cell_of(layer)
   params = _params_of(layer, variables, config)
-  check_params(config, params)
 
   kind, lstm = cell.name, cell.name == 'lstm'
   num_dirs, hidden, num_layers = config.num_directions, cell.hidden_size, config.num_layers

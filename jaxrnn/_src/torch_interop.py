@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +24,8 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from jaxrnn._src.config import LayerConfig
-from jaxrnn._src.config import check_params
+from jaxrnn._src.config import checked_params
+from jaxrnn._src.config import warn_float64_without_x64
 from jaxrnn._src.linen_layers import GRU
 from jaxrnn._src.linen_layers import LSTM
 from jaxrnn._src.linen_layers import RNN
@@ -140,10 +140,9 @@ def to_state_dict(layer: nn.Module, variables: Mapping[str, Any]) -> dict[str, n
      'weight_ih_l0_reverse': (12, 3), 'weight_hh_l0_reverse': (12, 4),
      'bias_ih_l0_reverse': (12,), 'bias_hh_l0_reverse': (12,)}
   """
-  params = variables.get('params', variables) if isinstance(variables, Mapping) else variables
   _mode(layer)
   config = layer.config
-  check_params(config, params)
+  params = checked_params(config, variables)
   state_dict = {}
   for group in config.param_names:
     for name in _TORCH_NAMES:
@@ -259,12 +258,7 @@ def from_state_dict(
   dtype_name = jnp.dtype(dtype).name
   if dtype_name not in _DTYPES:
     raise TypeError(f'parameter dtype must be float32, float64 or bfloat16, got {dtype_name}.')
-  if dtype_name == 'float64' and not jax.config.jax_enable_x64:
-    warnings.warn(
-      'float64 parameters with jax_enable_x64 off will compute in float32; '
-      "enable x64 (jax.config.update('jax_enable_x64', True)) for float64.",
-      stacklevel=2,
-    )
+  warn_float64_without_x64(dtype_name)
   layer = cls(
     hidden_size=hyper['hidden_size'],
     num_layers=hyper['num_layers'],
