@@ -13,7 +13,7 @@ to an ONNX model and imports onnx (both ``pip install 'jaxrnn[convert]'``).
 
 from jaxrnn._src.flax_carry import from_flax_carry
 from jaxrnn._src.flax_carry import to_flax_carry
-from jaxrnn._src.flax_convert import from_flax
+from jaxrnn._src.flax_interop import from_flax
 from jaxrnn._src.flax_interop import linen_to_nnx
 from jaxrnn._src.flax_interop import nnx_to_linen
 from jaxrnn._src.keras_interop import from_keras

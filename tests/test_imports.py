@@ -8,7 +8,7 @@ import sys
 import jaxrnn
 
 SRC = pathlib.Path(jaxrnn.__file__).parent / '_src'
-FLAX_FILES = {'linen_layers.py', 'nnx_layers.py', 'flax_interop.py', 'flax_convert.py', 'torch_interop.py'}
+FLAX_FILES = {'linen_layers.py', 'nnx_layers.py', 'flax_interop.py', 'torch_interop.py'}
 
 
 def imported_modules(path):
