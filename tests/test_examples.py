@@ -1,5 +1,6 @@
 """Examples that make a claim a test can check, and that behave when a newcomer re-runs them."""
 
+import importlib
 import os
 import pathlib
 import re
@@ -27,6 +28,17 @@ def run_example(script, *args, env=None, block=None):
   return subprocess.run(command, cwd=EXAMPLES, env=env, capture_output=True, text=True)
 
 
+def import_example(name, *needs):
+  """Imports examples/``name``.py as a module, skipping the test without the packages it ``needs``."""
+  for module in needs:
+    pytest.importorskip(module)
+  sys.path.insert(0, str(EXAMPLES))
+  try:
+    return importlib.import_module(name)
+  finally:
+    sys.path.remove(str(EXAMPLES))
+
+
 @pytest.mark.slow  # two training runs in a subprocess; CI also runs the example itself
 def test_sharded_training_matches_one_device():
   """8 fake CPU devices, batch split over them: the same losses as 1 device."""
@@ -45,16 +57,10 @@ def test_sharded_training_matches_one_device():
 @pytest.mark.slow  # the library tests cover the layer; this checks the example
 def test_classify_names_packed_evaluation_is_the_padded_one():
   """classify_names.py --pack: the same params give each held-out name the same logits packed as padded."""
-  for module in ('faker', 'optax', 'orbax.checkpoint', 'tqdm'):
-    pytest.importorskip(module)
+  classify_names = import_example('classify_names', 'faker', 'optax', 'orbax.checkpoint', 'tqdm')
   import jax
   import numpy as np
 
-  sys.path.insert(0, str(EXAMPLES))
-  try:
-    import classify_names
-  finally:
-    sys.path.remove(str(EXAMPLES))
   data = classify_names.NamesData()
   model = classify_names.NameClassifier(data.vocab, len(data.languages), hidden=16)
   params = model.init(jax.random.key(0), *data.batch(data.train_index[:2])[:2])
@@ -73,16 +79,10 @@ def test_classify_names_packed_evaluation_is_the_padded_one():
 @pytest.mark.slow  # the library tests cover the layer; this checks the example
 def test_sequential_digits_mingru_is_the_same_model_in_both_scan_modes():
   """sequential_digits.py --cell mingru: --scan-mode associative and sequential give the same logits."""
-  for module in ('sklearn', 'optax', 'orbax.checkpoint', 'tqdm'):
-    pytest.importorskip(module)
+  sequential_digits = import_example('sequential_digits', 'sklearn', 'optax', 'orbax.checkpoint', 'tqdm')
   import jax
   import numpy as np
 
-  sys.path.insert(0, str(EXAMPLES))
-  try:
-    import sequential_digits
-  finally:
-    sys.path.remove(str(EXAMPLES))
   rows = jax.random.uniform(jax.random.key(0), (16, 8, 8))
   models = {
     mode: sequential_digits.RowReader(hidden=16, cell='mingru', scan_mode=mode)
