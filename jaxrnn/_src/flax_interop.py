@@ -502,22 +502,16 @@ def _linen_cell(cell: nn.Module, params: Mapping) -> tuple[_Spec, dict]:
   """Returns the spec and jaxrnn parameters (one group) of a linen built-in cell."""
   dtypes = _dtypes(cell)
   params = dict(params)
-  if type(cell) in (nn.LSTMCell, nn.OptimizedLSTMCell):
+  if type(cell) in (nn.LSTMCell, nn.OptimizedLSTMCell, nn.GRUCell):
     _check_fn(cell, 'gate_fn', _SIGMOID, 'sigmoid gates')
     _check_fn(cell, 'activation_fn', _TANH, 'tanh')
     _check_carry_init(cell)
-    _require(cell, params, [f'i{g}' for g in _LSTM_GATES] + [f'h{g}' for g in _LSTM_GATES])
-    # No bias on the input side: b_ih = 0 (Flax's LSTM has no input bias).
-    group = _weights([params[f'i{g}'] for g in _LSTM_GATES], [params[f'h{g}'] for g in _LSTM_GATES])
-    return _Spec('LSTM', cell.features, (), *dtypes, _name(cell)), group
-  if type(cell) is nn.GRUCell:
-    _check_fn(cell, 'gate_fn', _SIGMOID, 'sigmoid gates')
-    _check_fn(cell, 'activation_fn', _TANH, 'tanh')
-    _check_carry_init(cell)
-    _require(cell, params, [f'i{g}' for g in _GRU_GATES] + [f'h{g}' for g in _GRU_GATES])
-    # hr, hz have no bias: b_hh = [0, 0, b_hn], b_hn inside r * (h W_hn + b_hn) as jaxrnn's is.
-    group = _weights([params[f'i{g}'] for g in _GRU_GATES], [params[f'h{g}'] for g in _GRU_GATES])
-    return _Spec('GRU', cell.features, (), *dtypes, _name(cell)), group
+    kind, gates = ('GRU', _GRU_GATES) if type(cell) is nn.GRUCell else ('LSTM', _LSTM_GATES)
+    _require(cell, params, [f'i{g}' for g in gates] + [f'h{g}' for g in gates])
+    # Biases Flax lacks are zeros: the LSTM's input side (b_ih = 0), the GRU's hr and hz
+    # (b_hh = [0, 0, b_hn], b_hn inside r * (h W_hn + b_hn) as jaxrnn's is).
+    group = _weights([params[f'i{g}'] for g in gates], [params[f'h{g}'] for g in gates])
+    return _Spec(kind, cell.features, (), *dtypes, _name(cell)), group
   if type(cell) is nn.SimpleCell:
     nonlinearity = _simple_nonlinearity(cell)
     _check_carry_init(cell)
