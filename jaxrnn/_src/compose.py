@@ -148,6 +148,7 @@ def run_stack(
           num_segments=shared_slots,
           reverse=reverse,
           hoist_input_projection=hoist,
+          pallas=config.use_pallas,
           **options,
         )
       else:  # the masked loop, with the cell's input projection when it has one

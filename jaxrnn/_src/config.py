@@ -101,6 +101,7 @@ class LayerOptions:
   hoist_input_projection: bool | None = None
   fused_backward: bool | None = None
   scan_mode: str = 'auto'
+  loop: str = 'auto'
 
   def __post_init__(self):
     for name in ('bidirectional', 'time_major', 'remat'):
@@ -115,6 +116,8 @@ class LayerOptions:
     _check_int('checkpoint_every', self.checkpoint_every, 0)
     if self.scan_mode not in SCAN_MODES:
       raise ValueError(f'`scan_mode` must be one of {SCAN_MODES}, got {self.scan_mode!r}.')
+    if self.loop not in LOOPS:
+      raise ValueError(f'`loop` must be one of {LOOPS}, got {self.loop!r}.')
     if self.remat and self.checkpoint_every:
       raise ValueError(
         '`remat=True` and `checkpoint_every` are two ways to save memory; choose one '
@@ -134,6 +137,7 @@ class LayerOptions:
 
 
 SCAN_MODES = ('auto', 'associative', 'sequential')
+LOOPS = ('auto', 'scan', 'pallas')
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(LayerOptions))
 OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LayerOptions)}
@@ -189,6 +193,22 @@ class LayerConfig(LayerOptions):
           f'`fused_backward=True` does not support {blocker}; leave `fused_backward=None` to choose '
           'automatically.'
         )
+    if self.loop == 'pallas':
+      blocker = None
+      if self.fused_backward is False:
+        blocker = '`fused_backward=False` (its backward pass is the fused one)'
+      elif self.remat:
+        blocker = '`remat=True` (use `checkpoint_every`)'
+      elif self.recurrent_dropout:
+        blocker = '`recurrent_dropout`'
+      elif getattr(self.cell, 'proj_size', 0):
+        blocker = '`proj_size`'
+      else:
+        lacking = [c for c in self.cells if getattr(c, 'fused_kind', None) is None]
+        if lacking:
+          blocker = f'{_describe_cell(lacking[0])} (only the built-in RNN, LSTM and GRU cells have a kernel)'
+      if blocker:
+        raise ValueError(f"`loop='pallas'` does not support {blocker}; use `loop='auto'`.")
     if self.scan_mode == 'associative':
       lacking = [c for c in self.cells if not hasattr(c, 'linear_form')]
       if lacking:
@@ -214,6 +234,11 @@ class LayerConfig(LayerOptions):
     if self.fused_backward is None:
       return not self.remat and all(getattr(c, 'fused_kind', None) is not None for c in self.cells)
     return self.fused_backward
+
+  @property
+  def use_pallas(self) -> bool:
+    """Whether each layer direction's loop is one Pallas kernel (``loop``; ``'auto'``: never yet)."""
+    return self.loop == 'pallas'
 
   @property
   def feature_ndim(self) -> int:

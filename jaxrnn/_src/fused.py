@@ -26,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._src import pallas_loop
 from jaxrnn._src import xla_cpu
 from jaxrnn._src.cells import CellKind
 from jaxrnn._src.cells import matmul
@@ -63,6 +64,7 @@ def fused_scan_layer(
   hoist_input_projection: bool = False,
   unroll: int = 1,
   checkpoint_every: int = 0,
+  pallas: bool = False,
 ) -> tuple[Carry, Array]:
   """``scan_layer`` of ``kind``'s cell with a hand-written backward pass.
 
@@ -84,8 +86,13 @@ def fused_scan_layer(
   the loops reset and record as ``scan_layer``'s: the backward loop adds the
   final carries' cotangents at each sequence's last step and hands the
   carry's cotangent to the initial carries at its first.
+
+  With ``pallas`` the forward loop is one Pallas kernel (``pallas_loop.py``;
+  the projection is then always hoisted, and packed sequences are not supported).
   """
-  if hoist_input_projection:
+  if pallas and segment_ids is not None:
+    raise ValueError("`loop='pallas'` does not run packed sequences (`segment_ids`) yet; use `loop='scan'`.")
+  if hoist_input_projection or pallas:
     xs = project_input(params, xs)  # one large matmul, differentiated by JAX
     params = params._replace(w_ih=None, b_ih=None)
   if segment_ids is not None:
@@ -99,7 +106,12 @@ def fused_scan_layer(
   if seq_lengths is None:
     seq_lengths = jnp.full(xs.shape[1], num_steps)
   config = FusedLoopConfig(
-    kind=kind, in_step=params.w_ih is not None, reverse=reverse, unroll=unroll, masked=bool(masked)
+    kind=kind,
+    in_step=params.w_ih is not None,
+    reverse=reverse,
+    unroll=unroll,
+    masked=bool(masked),
+    pallas=pallas,
   )
   return with_empty_sequences(
     lambda carry: in_chunks(
@@ -148,6 +160,8 @@ class FusedLoopConfig:
     packed: the mask is a ``Segments`` of packed sequences (the carry is
       ``(running, store)`` and each sequence starts from ``initial``), not
       ``seq_lengths``.
+    pallas: the forward loop is one Pallas kernel (``pallas_loop.py``); not
+      with ``packed`` or ``in_step``.
   """
 
   kind: CellKind
@@ -156,6 +170,7 @@ class FusedLoopConfig:
   unroll: int
   masked: bool
   packed: bool = False
+  pallas: bool = False
 
 
 class FusedResiduals(NamedTuple):
@@ -241,9 +256,14 @@ def _fused_loop_backward(config: FusedLoopConfig, residuals: FusedResiduals, cot
   if config.packed:
     state = (state, jax.tree.map(jnp.zeros_like, upcast(initial)))
   segments = mask if config.packed else None
-  state, d_z = xla_cpu.scan_bits(
-    step, state, (ts, d_ys, coefficients, segments), reverse=not config.reverse, unroll=config.unroll
-  )
+  if config.pallas:
+    state, d_z = pallas_loop.backward(
+      kind, w_hh, coefficients, d_ys, state, ts, mask, reverse=not config.reverse, masked=config.masked
+    )
+  else:
+    state, d_z = xla_cpu.scan_bits(
+      step, state, (ts, d_ys, coefficients, segments), reverse=not config.reverse, unroll=config.unroll
+    )
   if config.packed:
     d_carry, d_initial = state
     written = recorded_slots(segments, jax.tree.leaves(d_store)[0].shape[1])
@@ -296,6 +316,10 @@ def _fused_packed(kind, params, initial, xs, segment_ids, num_segments, reverse,
 def _run_forward(config: FusedLoopConfig, params, carry, initial, ts, xs, mask, *, residuals: bool):
   """Returns ``(final_carry, ys)``, or with ``residuals`` ``(final_carry, (ys, coefficients))``."""
   kind = config.kind
+  if config.pallas:
+    return pallas_loop.forward(
+      kind, params, carry, ts, xs, mask, reverse=config.reverse, masked=config.masked, residuals=residuals
+    )
 
   def step(state, inputs):
     t, x, segment = inputs
