@@ -130,6 +130,21 @@ CONSTRUCTOR_ERRORS = {
 }
 
 
+def test_seq_lengths_layout_hint_counts_the_feature_axes():
+  """The hint read the other layout's batch as if x had one feature axis: ConvLSTM's has three."""
+  layer = jaxrnn.Recurrent(jaxrnn.ConvLSTMCell(H, (3, 3), spatial_shape=(6, 7)))
+
+  def init(x, seq_lengths):  # traced: the checks run, nothing compiles
+    return jax.eval_shape(layer.init, jax.random.key(0), x, seq_lengths)
+
+  pattern = r'laid out as \[\*batch, T, \*features\].*got shape \(2,\)\. It matches the other layout: did you mean time_major=True\?'
+  with pytest.raises(ValueError, match=pattern):
+    init(jnp.ones((T, B, 6, 7, F)), jnp.array([1, 2]))  # [T, B, H, W, C] read as [B, T, H, W, C]
+  with pytest.raises(ValueError, match=r'`seq_lengths` must have the batch shape \(2,\)') as error:
+    init(jnp.ones((B, T, 6, 7, F)), jnp.zeros((T, 6, 7), jnp.int32))  # x.shape[1:-1], no layout's batch
+  assert 'did you mean' not in str(error.value)
+
+
 @pytest.mark.parametrize('case', list(CONSTRUCTOR_ERRORS))
 def test_constructor_errors(case):
   cls, fields, exception, pattern = CONSTRUCTOR_ERRORS[case]

@@ -330,3 +330,35 @@ def test_named_errors_of_arguments():
     from_flax([nnx_rnn, nnx.RNN(nnx.GRUCell(H, H, rngs=rngs), time_major=True, rngs=rngs)])
   with pytest.raises(ValueError, match=r'nn.RNN\(variable_axes=.*is not the default'):
     from_flax(nn.RNN(nn.GRUCell(H), variable_axes={'params': 0}), {'params': {'cell': {}}})
+
+
+class _MyNNXGRUCell(nnx.GRUCell):
+  pass
+
+
+def test_nnx_errors_give_nnx_advice():
+  """There is no NNX FlaxCell: an NNX cell's error says how to build the NNX layer by hand."""
+  rngs = nnx.Rngs(0)
+  zeros = {'kernel_init': nnx.initializers.zeros, 'recurrent_kernel_init': nnx.initializers.zeros}  # fast
+  unsupported = [
+    (nnx.GRUCell(F, H, gate_fn=jax.nn.relu, **zeros, rngs=rngs), ValueError, r'GRUCell.gate_fn='),
+    (nnx.SimpleCell(F, H, residual=True, **zeros, rngs=rngs), ValueError, r'SimpleCell.residual=True'),
+    (_MyNNXGRUCell(F, H, **zeros, rngs=rngs), TypeError, r'not subclasses.*_MyNNXGRUCell'),
+  ]
+  for cell, error, match in unsupported:
+    with pytest.raises(error, match=match) as info:
+      from_flax(nnx.RNN(cell, rngs=rngs))
+    assert 'jaxrnn.nnx.Recurrent(jaxrnn.linen.FlaxCell(<the linen version of the cell>)' in str(info.value)
+    assert 'jaxrnn.Recurrent(jaxrnn.linen.FlaxCell(cell))' not in str(info.value)
+
+
+def test_a_stack_mixing_linen_and_nnx_is_named():
+  rngs = nnx.Rngs(0)
+  zeros = {'kernel_init': nnx.initializers.zeros, 'recurrent_kernel_init': nnx.initializers.zeros}  # fast
+  linen_rnn, nnx_rnn = nn.RNN(nn.GRUCell(H)), nnx.RNN(nnx.GRUCell(F, H, **zeros, rngs=rngs), rngs=rngs)
+  variables = {'params': {'cell': {}}}  # never read: the mix is named first
+  match = r'one stack mixes linen modules \(layer {}\) and NNX modules \(layer {}\)'
+  with pytest.raises(TypeError, match=match.format(r'0 \(RNN\)', r'1 \(RNN\)')):
+    from_flax([linen_rnn, nnx_rnn], [variables, variables])
+  with pytest.raises(TypeError, match=match.format(r'1 \(RNN\)', r'0 \(RNN\)')):
+    from_flax((nnx_rnn, linen_rnn))

@@ -296,6 +296,17 @@ def test_from_keras_dropout_warns_recurrent_dropout_carries(rng):
   assert converted.recurrent_dropout == 0.5
 
 
+def test_from_keras_bidirectional_dropout_warns_once(rng):
+  """One warning per converted layer: a Bidirectional's two directions warned twice."""
+  layer = keras_layer('gru', rng, bidirectional=True, dropout=0.25)
+  with pytest.warns(UserWarning) as record:
+    from_keras(layer)
+  warned = [w for w in record if 'is not carried over' in str(w.message)]
+  assert len(warned) == 1
+  assert str(warned[0].message).startswith(f'Bidirectional {layer.name!r}: `dropout=0.25`')
+  assert warned[0].filename == __file__  # points at the caller of from_keras
+
+
 TO_KERAS_ERRORS = {
   'proj_size': (lambda: make_layer('lstm_proj', hidden_size=4), ValueError, 'no projection, got proj_size=3'),
   'dropout': (

@@ -125,10 +125,12 @@ def check_features(in_features: int, expected: int, param_name: str, arg: str = 
     )
 
 
-def _other_layout_batch(inputs_shape, time_major: bool) -> tuple[int, ...]:
+def _other_layout_batch(inputs_shape, time_major: bool, feature_ndim: int = 1) -> tuple[int, ...]:
+  """The batch shape of ``inputs_shape`` read in the other layout (``feature_ndim`` trailing feature axes)."""
+  end = len(inputs_shape) - feature_ndim
   if time_major:  # read as batch-major instead
-    return tuple(inputs_shape[:-2])
-  return tuple(inputs_shape[1:-1])
+    return tuple(inputs_shape[: end - 1])
+  return tuple(inputs_shape[1:end])
 
 
 def check_seq_lengths(
@@ -140,12 +142,14 @@ def check_seq_lengths(
   *,
   arg: str = 'inputs',
   layout: str | None = None,
+  feature_ndim: int = 1,
 ) -> Array | None:
   """Returns ``seq_lengths`` as int32 ``[*batch]``, clipped to ``[0, T]`` if traced.
 
   Concrete lengths outside ``[0, T]`` raise instead of being clipped. ``arg``
   names the sequences in error messages and ``layout``, if given, describes
-  their layout instead of ``time_major``.
+  their layout instead of ``time_major`` and ``feature_ndim`` (the number of
+  trailing feature axes, e.g. 3 for a 2-D ConvLSTM's ``[H, W, C]``).
   """
   if seq_lengths is None:
     return None
@@ -155,11 +159,12 @@ def check_seq_lengths(
   shape = tuple(np.shape(seq_lengths))
   if shape != tuple(batch_shape):
     hint = ''
-    if layout is None and shape == _other_layout_batch(inputs_shape, time_major):
+    if layout is None and shape == _other_layout_batch(inputs_shape, time_major, feature_ndim):
       hint = f' It matches the other layout: did you mean time_major={not time_major}?'
     raise ValueError(
       f'`seq_lengths` must have the batch shape {tuple(batch_shape)} of `{arg}` '
-      f'{tuple(inputs_shape)} laid out as {layout or layout_of(time_major)}, got shape {shape}.{hint}'
+      f'{tuple(inputs_shape)} laid out as {layout or layout_of(time_major, feature_ndim)}, got shape '
+      f'{shape}.{hint}'
     )
   if isinstance(seq_lengths, jax.core.Tracer):
     return jnp.clip(seq_lengths, 0, num_steps).astype(jnp.int32)
@@ -168,7 +173,7 @@ def check_seq_lengths(
     raise ValueError(
       f'`seq_lengths` must lie in [0, T] = [0, {num_steps}], got values in '
       f'[{values.min()}, {values.max()}] ({arg} {tuple(inputs_shape)} laid out as '
-      f'{layout or layout_of(time_major)}).'
+      f'{layout or layout_of(time_major, feature_ndim)}).'
     )
   return jnp.asarray(values, jnp.int32)
 

@@ -287,7 +287,9 @@ def apply_layers(
   )
   checks.check_params_fit(config, params[0], in_features)
   dtype = compute_dtype(inputs, params, dtype)
-  seq_lengths = checks.check_seq_lengths(seq_lengths, batch_shape, num_steps, inputs.shape, config.time_major)
+  seq_lengths = checks.check_seq_lengths(
+    seq_lengths, batch_shape, num_steps, inputs.shape, config.time_major, feature_ndim=config.feature_ndim
+  )
   if segment_ids is None and num_segments is not None:
     raise ValueError('`num_segments` was given without `segment_ids`.')
   shared_slots = None  # S when packed sequences share the initial carry of their row

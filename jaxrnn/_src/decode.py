@@ -119,6 +119,13 @@ def generate(
   Like every step function in jaxrnn (``layer.step(x, carry)``), ``step_fn``
   takes the input first and the carry second, and returns the output first.
 
+  Called outside ``jax.jit``, the decoding loop is compiled once per
+  ``step_fn`` object (``==`` for a bound method), input shapes and dtypes,
+  ``num_steps`` and ``return_logits``: each call traces ``step_fn`` once, and
+  the arrays it closes over are read afresh as arguments of the compiled loop,
+  so new parameter values never recompile nor go stale. A new ``lambda`` or
+  ``functools.partial`` per call is a new ``step_fn``: it compiles again.
+
   Args:
     step_fn: ``(tokens [*batch], carry) -> (logits [*batch, V], new_carry)``,
       e.g. an embedding, ``layer.step`` and a Dense head.
@@ -193,10 +200,22 @@ def generate(
     key = jax.random.key(0)  # greedy: the key is never used
   first_tokens = jnp.asarray(first_tokens)
   temperature = jnp.asarray(temperature, jnp.float32)
+  arrays = (carry, first_tokens, key, temperature)
+  if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(arrays)):
+    step, consts = _StepProgram.trace(step_fn, first_tokens, carry)
+    if not any(isinstance(const, jax.core.Tracer) for const in consts):
+      return _decode_eagerly(step, num_steps, return_logits, consts, *arrays)
+  return _decode(
+    lambda consts, tokens, carry: _call_step(step_fn, tokens, carry), num_steps, return_logits, (), *arrays
+  )
+
+
+def _decode(step, num_steps, return_logits, consts, carry, first_tokens, key, temperature):
+  """The loop of ``generate`` after its checks; ``step(consts, tokens, carry) -> (logits, new_carry)``."""
 
   def body(state, step_key):
     carry, tokens = state
-    logits, carry = _call_step(step_fn, tokens, carry)
+    logits, carry = step(consts, tokens, carry)
     greedy = jnp.argmax(logits, axis=-1).astype(tokens.dtype)
     scaled = logits.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
     sampled = jax.random.categorical(step_key, scaled, axis=-1).astype(tokens.dtype)
@@ -209,3 +228,69 @@ def generate(
     return jnp.moveaxis(stacked, 0, -1), carry
   tokens, logits = stacked
   return jnp.moveaxis(tokens, 0, -1), jnp.moveaxis(logits, 0, -2), carry
+
+
+class _StepProgram:
+  """``step_fn`` traced once for given tokens and carry: a jaxpr whose closed-over arrays are arguments.
+
+  Equal programs (same ``step_fn`` object, or an equal one such as the same bound method, same input
+  shapes and dtypes, same jaxpr text) share one compiled loop in ``_decode_eagerly``. The arrays
+  ``step_fn`` closes over (parameters of a closure or bound method) are not part of the key but
+  arguments of the loop, read afresh at every call, so a repeated call never reuses stale values;
+  Python values it closes over appear in the jaxpr's text, so changing them recompiles.
+  """
+
+  def __init__(self, step_fn, jaxpr, in_avals, out_tree):
+    self.jaxpr = jaxpr
+    self.out_tree = out_tree
+    self._key = (_Hashable(step_fn), in_avals, out_tree, str(jaxpr))
+
+  @classmethod
+  def trace(cls, step_fn, tokens, carry) -> tuple[_StepProgram, list]:
+    """Returns the program of ``step_fn(tokens, carry)`` and the arrays it closes over (checked outputs)."""
+    closed, out_shape = jax.make_jaxpr(lambda t, c: _call_step(step_fn, t, c), return_shape=True)(
+      tokens, carry
+    )
+    # weak_type is not in the jaxpr's text
+    in_avals = (jax.tree.structure((tokens, carry)), tuple(var.aval for var in closed.jaxpr.invars))
+    return cls(step_fn, closed.jaxpr, in_avals, jax.tree.structure(out_shape)), closed.consts
+
+  def __call__(self, consts, tokens, carry):
+    out = jax.core.eval_jaxpr(self.jaxpr, consts, *jax.tree.leaves((tokens, carry)))
+    return jax.tree.unflatten(self.out_tree, out)
+
+  def __hash__(self):
+    return hash(self._key)
+
+  def __eq__(self, other):
+    return isinstance(other, _StepProgram) and self._key == other._key
+
+
+class _Hashable:
+  """``fn`` compared by ``==`` where it is hashable (a bound method: its object and function), else by identity."""
+
+  def __init__(self, fn):
+    self.fn = fn
+    try:
+      self._hash = hash(fn)
+      self._by_identity = False
+    except TypeError:
+      self._hash = id(fn)
+      self._by_identity = True
+
+  def __hash__(self):
+    return self._hash
+
+  def __eq__(self, other):
+    if not isinstance(other, _Hashable):
+      return False
+    if self._by_identity or other._by_identity:
+      return self.fn is other.fn
+    return self.fn == other.fn
+
+
+# Called eagerly (a notebook), every call traced and compiled the decoding loop anew: 0.8-1.5 s.
+# Keyed on the traced step program (see _StepProgram) and the static arguments, a repeated eager
+# call compiles nothing. Only for concrete arguments, as compose._run_checked_eagerly: under a
+# transformation the loop stays part of the caller's program.
+_decode_eagerly = jax.jit(_decode, static_argnums=(0, 1, 2))

@@ -419,6 +419,13 @@ _HINT = (
   'jaxrnn.Recurrent(jaxrnn.linen.FlaxCell(cell)) runs any flax.linen cell exactly, with its own '
   'parameter tree (params["l0"] = variables["params"]["cell"]).'
 )
+# There is no NNX FlaxCell: an NNX user builds the layer by hand.
+_NNX_HINT = (
+  'FlaxCell adapts linen cells only; for an NNX cell, build the layer by hand: '
+  'jaxrnn.nnx.Recurrent(jaxrnn.linen.FlaxCell(<the linen version of the cell>), in_features, rngs=...) '
+  'or jaxrnn.nnx.Recurrent over a cell of your own (the open protocol of docs/guide/cells.md), then copy '
+  'the parameters into module.l0.tree.'
+)
 _SIGMOID = {jax.nn.sigmoid}
 _TANH = {jnp.tanh, getattr(jax.nn, 'tanh', jnp.tanh)}  # flax's nn.tanh is jnp.tanh
 _RELU = {jax.nn.relu}
@@ -456,12 +463,17 @@ def _name(module) -> str:
   return type(module).__name__
 
 
+def _hint(cell) -> str:
+  """What to do instead, for a cell ``from_flax`` cannot convert: linen and NNX users differ."""
+  return _NNX_HINT if _is_nnx(cell) else _HINT
+
+
 def _check_fn(module, field: str, allowed: set, wanted: str) -> None:
   value = getattr(module, field)
   if not _is_one_of(value, allowed):
     raise ValueError(
       f'{_name(module)}.{field}={getattr(value, "__name__", value)!r} has no jaxrnn preset '
-      f'(jaxrnn converts {wanted}). {_HINT}'
+      f'(jaxrnn converts {wanted}). {_hint(module)}'
     )
 
 
@@ -471,7 +483,7 @@ def _check_carry_init(module) -> None:
     raise ValueError(
       f'{_name(module)}.carry_init={getattr(value, "__name__", value)!r}: jaxrnn layers start from a '
       f'zero carry; convert a cell with the default (zeros) carry_init and pass the initial carry as '
-      f'`initial_carry` (jaxrnn.interop.from_flax_carry converts Flax carries). {_HINT}'
+      f'`initial_carry` (jaxrnn.interop.from_flax_carry converts Flax carries). {_hint(module)}'
     )
 
 
@@ -536,7 +548,7 @@ def _linen_cell(cell: nn.Module, params: Mapping) -> tuple[_Spec, dict]:
 def _simple_nonlinearity(cell) -> str:
   if getattr(cell, 'residual', False):
     raise ValueError(
-      f'{_name(cell)}.residual=True (h = act(x W_i + h W_h + h)) has no jaxrnn preset. {_HINT}'
+      f'{_name(cell)}.residual=True (h = act(x W_i + h W_h + h)) has no jaxrnn preset. {_hint(cell)}'
     )
   if _is_one_of(cell.activation_fn, _RELU):
     return 'relu'
@@ -562,7 +574,7 @@ def _nnx_cell(cell) -> tuple[_Spec, dict]:
   if type(cell) not in (nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell, nnx.SimpleCell):
     raise TypeError(
       'from_flax converts nnx.RNN over nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell or '
-      f'nnx.SimpleCell (not subclasses, whose step may differ), got a cell {_name(cell)}.'
+      f'nnx.SimpleCell (not subclasses, whose step may differ), got a cell {_name(cell)}. {_NNX_HINT}'
     )
   promote = getattr(cell, 'promote_dtype', None)
   if promote is not None and promote is not nnx.nn.dtypes.promote_dtype:
@@ -715,6 +727,25 @@ def _is_nnx(module) -> bool:
   return isinstance(module, nnx.Module)
 
 
+def _check_one_api(module) -> None:
+  """Raises naming the layers if a list, tuple or Sequential mixes linen and NNX modules."""
+  if isinstance(module, (nn.Sequential, nnx.Sequential)):
+    modules = list(module.layers)
+  elif isinstance(module, (list, tuple)):
+    modules = list(module)
+  else:
+    return
+  linen = [f'{k} ({_name(m)})' for k, m in enumerate(modules) if isinstance(m, nn.Module)]
+  nnx_modules = [f'{k} ({_name(m)})' for k, m in enumerate(modules) if _is_nnx(m)]
+  if linen and nnx_modules:
+    raise TypeError(
+      f'from_flax: one stack mixes linen modules (layer {", ".join(linen)}) and NNX modules (layer '
+      f'{", ".join(nnx_modules)}); a stack is converted from one API: make all its layers linen (with '
+      'their variables) or all NNX, or convert each module on its own (jaxrnn.interop.linen_to_nnx and '
+      'nnx_to_linen move the jaxrnn layers between the two).'
+    )
+
+
 def from_flax(module: Any, variables: Mapping[str, Any] | None = None) -> Any:
   """Returns the jaxrnn layer equivalent to Flax's ``nn.RNN`` / ``nn.Bidirectional`` (linen or NNX).
 
@@ -762,7 +793,8 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None) -> Any:
   Raises:
     TypeError: a module or cell that is not one of the above (the message
       points to ``jaxrnn.Recurrent(jaxrnn.linen.FlaxCell(cell))``, which runs
-      any linen cell exactly).
+      any linen cell exactly; for NNX, to building ``jaxrnn.nnx.Recurrent`` by
+      hand); a stack that mixes linen and NNX modules.
     ValueError: a configuration jaxrnn has no preset for, named with its
       value: ``gate_fn`` other than sigmoid, ``activation_fn`` other than tanh
       (or relu for ``SimpleCell``), ``residual=True``, a non-zero
@@ -782,6 +814,7 @@ def from_flax(module: Any, variables: Mapping[str, Any] | None = None) -> Any:
     >>> bool(jnp.allclose(outputs, rnn.apply(flax_variables, x), atol=1e-5))
     True
   """
+  _check_one_api(module)
   if _is_nnx(module) or (isinstance(module, (list, tuple)) and module and all(_is_nnx(m) for m in module)):
     if variables is not None:
       raise ValueError(

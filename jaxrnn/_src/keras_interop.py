@@ -104,13 +104,6 @@ def _describe_recurrent(keras, layer, *, backward: bool = False) -> dict:
       if config['go_backwards']
       else f'{name}: the backward layer of a Bidirectional must have `go_backwards=True`.'
     )
-  if config['dropout']:
-    warnings.warn(
-      f'{name}: `dropout={config["dropout"]}` (dropout on the inputs) is not carried over: jaxrnn '
-      'layers have no input dropout. Inference is unaffected; add dropout before the layer to '
-      'train with it.',
-      stacklevel=3,
-    )
   cell = layer.cell
   kernel, recurrent = _numpy(keras, cell.kernel), _numpy(keras, cell.recurrent_kernel)
   units = config['units']
@@ -140,6 +133,7 @@ def _describe_recurrent(keras, layer, *, backward: bool = False) -> dict:
     'dtype': dtype,
     'compute_dtype': None if compute_dtype == dtype else compute_dtype,
     'recurrent_dropout': float(config['recurrent_dropout']),
+    'input_dropout': f'`dropout={config["dropout"]}`' if config['dropout'] else '',  # not carried over
     'return_sequences': bool(config['return_sequences']),
     'in_features': kernel.shape[0],
     'params': [params],
@@ -172,8 +166,14 @@ def _describe(keras, layer) -> dict:
       f'Bidirectional {layer.name!r}: jaxrnn needs the same hyper-parameters in both directions, '
       f'got {", ".join(differ)} (forward vs backward).'
     )
+  input_dropout = forward['input_dropout']
+  if backward['input_dropout'] != input_dropout:
+    input_dropout = (
+      f'{input_dropout or "`dropout=0`"} (forward), {backward["input_dropout"] or "`dropout=0`"} (backward)'
+    )
   return {
     **forward,
+    'input_dropout': input_dropout,
     'bidirectional': True,
     'return_sequences': bool(layer.return_sequences),
     'params': forward['params'] + backward['params'],
@@ -257,6 +257,14 @@ def from_keras(layer: Any) -> tuple[Any, dict]:
   from jaxrnn._src import linen_layers  # noqa: PLC0415  (flax, only when converting)
 
   layers = [_describe(keras, sub) for sub in _recurrent_layers(keras, layer)]
+  for sub in layers:  # once per converted layer: a Bidirectional's two directions warned twice
+    if sub['input_dropout']:
+      warnings.warn(
+        f'{sub["name"]}: {sub["input_dropout"]} (dropout on the inputs) is not carried over: jaxrnn '
+        'layers have no input dropout. Inference is unaffected; add dropout before the layer to '
+        'train with it.',
+        stacklevel=2,
+      )
   first = layers[0]
   for k, sub in enumerate(layers[1:], start=1):
     differ = _differences(first, sub)
