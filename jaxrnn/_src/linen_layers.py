@@ -189,7 +189,7 @@ class Recurrent(_Layer):
   The other attributes (``num_layers``, ``bidirectional``, ``time_major``,
   ``dropout``, ``recurrent_dropout``, ``dtype``, ``param_dtype``, ``unroll``,
   ``remat``, ``checkpoint_every``, ``hoist_input_projection``,
-  ``fused_backward``, ``scan_mode``) are those of [`RNN`][jaxrnn.RNN], keyword-only.
+  ``fused_backward``, ``scan_mode``, ``loop``) are those of [`RNN`][jaxrnn.RNN], keyword-only.
 
   Parameters are ``params['l0']``, ``params['l0_reverse']``, ...: the tree of
   the cell's ``init`` for layer 0, which reads ``F`` features; layer ``k > 0``
@@ -255,6 +255,13 @@ class RNN(preset_fields(ElmanCell), _Layer):
       step-by-step loop) or ``'auto'`` (sequential on CPU, where it measured
       faster, associative elsewhere); the same results either way. Other cells
       always run sequentially.
+    loop: how the built-in cells' time loop runs: ``'scan'`` (``jax.lax.scan``),
+      ``'pallas'`` (each layer direction's forward and backward loops as one
+      Pallas kernel each, no kernel launch per step; Triton on GPU, interpret
+      mode elsewhere; not with packed sequences, ``recurrent_dropout``,
+      ``proj_size``, ``remat`` or ``fused_backward=False``) or ``'auto'``
+      (``'scan'`` everywhere until the Pallas loop is measured on a GPU).
+      Same results either way.
     nonlinearity: ``'tanh'`` or ``'relu'``.
 
   Examples:
