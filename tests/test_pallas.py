@@ -93,7 +93,7 @@ def test_nnx_layer(rng):
 @pytest.mark.parametrize('kind', ['lstm', 'gru', slow('rnn_tanh'), slow('rnn_relu')])
 @pytest.mark.parametrize('dtype', [jnp.float32, slow(jnp.bfloat16)])
 def test_lowers_to_triton(monkeypatch, kind, dtype):
-  """The kernels lower to Triton for CUDA (S1's shapes: H = 320 pads to 512, 5 column blocks of 64)."""
+  """The kernels lower to Triton for CUDA (S1's shapes: H = 320 pads to 512 units, in blocks of 16 or 32)."""
   monkeypatch.setattr(pallas_loop, '_FORCE_COMPILED', True)
   layer = make_layer(kind, hidden_size=320, loop='pallas', dtype=dtype, bidirectional=True)
   x = jnp.zeros((64, 100, 123), dtype)

@@ -10,9 +10,10 @@ of one layer direction is one ``pallas_call``:
 - each program owns ``BATCH_TILE`` rows of the batch and runs all ``T`` steps;
 - its state lives in a small buffer (two slots of ``[BATCH_TILE, Hp]`` for ``h``,
   one for an LSTM's ``c``, float32) that stays in cache between steps;
-- each step multiplies ``h`` by ``w_hh`` in column blocks of ``BLOCK`` units,
-  every gate's block at once, and applies that block's gate math and padding
-  mask right away; a barrier then publishes the new state to the next step.
+- each step multiplies ``h`` by ``w_hh`` in column blocks (``column_block``:
+  16 to 64 units), every gate's block at once, and applies that block's gate
+  math and padding mask right away; a barrier then publishes the new state to
+  the next step.
 
 The input projection is hoisted (one matmul over all steps before the kernel),
 and the backward pass is the fused backward's loop (``fused.py``), fed with the
@@ -50,9 +51,12 @@ from jaxrnn._src.types import Carry
 from jaxrnn._src.types import CellParams
 from jaxrnn._src.types import LSTMState
 
+# Launch parameters: module attributes, so that benchmarks/pallas_tune.py can sweep them on a GPU.
 BATCH_TILE = 16  # rows per program: the smallest side of a Triton matmul
-BLOCK = 64  # hidden units per column block of w_hh (every gate's), at most Hp
+BLOCK = 64  # most hidden units per column block of w_hh (every gate's)
+BLOCK_BYTES = 32 * 1024  # and at most this many bytes of one gate's [Hp, block] slice of w_hh
 NUM_WARPS = 4
+NUM_STAGES = None  # Triton's default software pipelining
 
 # Tests set this to lower the compiled (Triton) kernel on a machine without a GPU.
 _FORCE_COMPILED = False
@@ -146,12 +150,23 @@ def _call(kernel, spec, layout: _Layout, inputs, outputs, name: str):
   )(*(a for a, _ in inputs))
 
 
-def _spec(kind, layout, steps, *, reverse, masked, residuals, state_dtype, per_row=()) -> _Spec:
+def column_block(padded: int, itemsize: int) -> int:
+  """Returns the units per column block for ``Hp = padded`` units of ``itemsize`` bytes.
+
+  Each step's matmul is one ``[BATCH_TILE, Hp] x [Hp, block]`` product per gate and
+  block, staged through shared memory: ``BLOCK_BYTES`` bounds the weights' part of it
+  (``H = 320`` in float32 pads to 512 and takes blocks of 16; ``H = 64``, blocks of 64).
+  """
+  fits = max(16, 1 << (BLOCK_BYTES // (padded * itemsize)).bit_length() - 1)
+  return min(BLOCK, padded, fits)
+
+
+def _spec(kind, layout, steps, *, reverse, masked, residuals, state_dtype, itemsize, per_row=()) -> _Spec:
   return _Spec(
     kind=kind.name,
     steps=steps,
     hidden=layout.padded,
-    block=min(BLOCK, layout.padded),
+    block=column_block(layout.padded, itemsize),
     reverse=reverse,
     masked=masked,
     residuals=residuals,
@@ -183,7 +198,16 @@ def forward(
   lstm = kind.has_cell_state
   h0 = kind.hidden(carry)
   layout = _Layout(kind, batch, params.w_hh.shape[-1] // kind.num_gates)
-  spec = _spec(kind, layout, steps, reverse=reverse, masked=masked, residuals=residuals, state_dtype=h0.dtype)
+  spec = _spec(
+    kind,
+    layout,
+    steps,
+    reverse=reverse,
+    masked=masked,
+    residuals=residuals,
+    state_dtype=h0.dtype,
+    itemsize=params.w_hh.dtype.itemsize,
+  )
   rows, units, gates = layout.rows, layout.padded, kind.num_gates
   valid = ts[:, None] < seq_lengths[None] if masked else jnp.ones((steps, batch), bool)
   inputs = [
@@ -247,7 +271,15 @@ def backward(
   layout = _Layout(kind, batch, w_hh.shape[-1] // gates)
   per_row = tuple(k.shape[-1] == 1 for k in coefficients)
   spec = _spec(
-    kind, layout, steps, reverse=reverse, masked=masked, residuals=False, state_dtype=f32, per_row=per_row
+    kind,
+    layout,
+    steps,
+    reverse=reverse,
+    masked=masked,
+    residuals=False,
+    state_dtype=f32,
+    itemsize=w_hh.dtype.itemsize,
+    per_row=per_row,
   )
   rows, units = layout.rows, layout.padded
   if masked:  # padded steps emit constant zeros: their outputs' cotangents go nowhere
@@ -290,7 +322,7 @@ def _interpret() -> bool:
 def _compiler_params():
   from jax.experimental.pallas import triton as plgpu
 
-  return plgpu.CompilerParams(num_warps=NUM_WARPS)
+  return plgpu.CompilerParams(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
 
 
 def _forward_kernel(*refs, spec: _Spec):
