@@ -9,6 +9,11 @@ IR: shapes, dtypes, supported operations), and ``python -m benchmarks.gpu``
 runs and times them on a GPU.
 """
 
+import json
+import pathlib
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -151,3 +156,15 @@ def test_unsupported_cells_and_packing():
   variables = layer.init(jax.random.key(0), x)
   with pytest.raises(ValueError, match=r"`loop='pallas'` does not run packed sequences"):
     layer.apply(variables, x, segment_ids=segment_ids)
+
+
+@pytest.mark.slow
+def test_tuning_script_runs_on_cpu(tmp_path):
+  """benchmarks/pallas_tune.py, the GPU tuning run, on tiny shapes in interpret mode: it cannot rot."""
+  root = pathlib.Path(__file__).parent.parent
+  command = [sys.executable, '-m', 'benchmarks.pallas_tune', '--allow-cpu', '--quick', '--shapes', 'S5']
+  subprocess.run([*command, '--out', str(tmp_path)], cwd=root, check=True, capture_output=True, timeout=300)
+  (report,) = tmp_path.glob('pallas-*.json')
+  results = json.loads(report.read_text())['results']['S5 float32']
+  assert set(results) == {'scan', 'pallas[defaults]', 'pallas[BATCH_TILE=32]'}
+  assert all(r['ms'] > 0 and 'error' not in r for r in results.values())
