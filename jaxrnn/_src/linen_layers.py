@@ -255,7 +255,7 @@ class RNN(preset_fields(ElmanCell), _Layer):
       step-by-step loop) or ``'auto'`` (sequential on CPU, where it measured
       faster, associative elsewhere); the same results either way. Other cells
       always run sequentially.
-    loop: how the built-in cells' time loop runs: ``'scan'`` (``jax.lax.scan``),
+    loop: how the built-in cells' time loop runs: ``'scan'`` (XLA's loop),
       ``'pallas'`` (each layer direction's forward and backward loops as one
       Pallas kernel each, no kernel launch per step; Triton on GPU, interpret
       mode elsewhere; not with packed sequences, ``recurrent_dropout``,
