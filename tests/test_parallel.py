@@ -272,6 +272,31 @@ def test_lru_and_rglru_stack_bidirectionally(rng, cell):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('cell', ['lru', 'rglru'])
+def test_lru_and_rglru_stacks_under_nnx_export_and_step(rng, cell):
+  """The layers' other promises for stacks whose layer 1 has the wide-input parameters: NNX equals
+  linen, ``jax.export`` round-trips, and a 2-layer ``step`` continues where the sequence call ends."""
+  x, lengths = jnp.asarray(rng.normal(size=(B, 6, F)), jnp.float32), np.array([6, 2, 0])
+  layer = jaxrnn.Recurrent(WIDE_CELLS[cell](), num_layers=2, bidirectional=True)
+  variables = layer.init(jax.random.key(0), x)
+  parts = lambda result: (result[0], jnp.real(result[1]), jnp.imag(result[1]))  # noqa: E731 (LRU: complex)
+  want = parts(layer.apply(variables, x, lengths))
+  module = jaxrnn.interop.linen_to_nnx(layer, variables, in_features=F)
+  assert_trees_close(parts(module(x, lengths)), want, atol=1e-6)
+  exported = jax.export.export(jax.jit(layer.apply))(variables, x, lengths)
+  assert_trees_close(parts(exported.call(variables, x, lengths)), want, atol=0)
+  layer = jaxrnn.Recurrent(WIDE_CELLS[cell](), num_layers=2)
+  variables = layer.init(jax.random.key(1), x)
+  outputs, final = layer.apply(variables, x)
+  step = jax.jit(functools.partial(layer.apply, method='step'))
+  carry = layer.initial_carry((B,))
+  for t in range(6):
+    y, carry = step(variables, x[:, t], carry)
+  np.testing.assert_allclose(y, outputs[:, -1], atol=1e-5)
+  np.testing.assert_allclose(carry, final, atol=1e-5)
+
+
+@pytest.mark.slow
 @given(lengths=st.lists(st.integers(0, T), min_size=B, max_size=B), reverse_first=st.booleans())
 def test_padding_invariants_hold_in_parallel(lengths, reverse_first):
   """Hypothesis over lengths: exact zeros at padding, garbage in padding never read, the forward
