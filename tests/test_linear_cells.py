@@ -51,9 +51,13 @@ def numpy_step(cell, p, h, x):
     b_matrix = p['B_re'] + 1j * p['B_im']
     c_matrix = p['C_re'] + 1j * p['C_im']
     h = lam * h + np.exp(p['gamma_log']) * (x @ b_matrix)
-    return h, (h @ c_matrix).real + p['D'] * x
+    skip = x @ p['D'] if p['D'].ndim == 2 else p['D'] * x  # F != H: a dense [F, H] skip
+    return h, (h @ c_matrix).real + skip
 
-  # RG-LRU (De et al. 2024): block-diagonal gates, a = sigma(-Lambda)^(c r)
+  # RG-LRU (De et al. 2024): block-diagonal gates, a = sigma(-Lambda)^(c r); F != H projects x first
+  if 'input_proj' in p:
+    x = x @ p['input_proj']['w']
+
   def block_diagonal(q):
     heads, size = q['w'].shape[:2]
     return np.concatenate(
@@ -75,9 +79,19 @@ CELLS = {
   'lru': lambda h: jaxrnn.LRUCell(h, state_size=h + 2),
   'rglru': lambda h: jaxrnn.RGLRUCell(h),
   'rglru_heads': lambda h: jaxrnn.RGLRUCell(h, num_heads=2, c=4.0),
+  'lru_wide': lambda h: jaxrnn.LRUCell(h, state_size=5),
+  'rglru_wide': lambda h: jaxrnn.RGLRUCell(h, num_heads=3),
 }
-# Input width: LRU and RG-LRU read x elementwise, so F = H for them.
-WIDTH = {'mingru': (F, 5), 'mingru_log': (F, 5), 'minlstm': (F, 5), 'minlstm_log': (F, 5)}
+# (in_features, features), F = H where not given. LRU and RG-LRU read x elementwise for F = H (the
+# papers); for F != H LRU's skip D is a dense [F, H] and RG-LRU projects x first (x W_in, [F, H]).
+WIDTH = {
+  'mingru': (F, 5),
+  'mingru_log': (F, 5),
+  'minlstm': (F, 5),
+  'minlstm_log': (F, 5),
+  'lru_wide': (2 * F, 3),
+  'rglru_wide': (F, 6),
+}
 
 
 def make_cell(name):
@@ -213,6 +227,8 @@ def numpy_layer(cell, directions, x, lengths):
     slow('mingru'),
     slow('minlstm_log'),
     slow('rglru'),
+    slow('lru_wide'),
+    slow('rglru_wide'),
   ],
 )
 def test_bidirectional_layer_matches_a_per_sequence_loop(name, rng):
@@ -296,8 +312,6 @@ def test_carry_dtypes():
     (lambda: jaxrnn.LRUCell(3, max_phase=0.0), ValueError, '`max_phase`'),
     (lambda: jaxrnn.RGLRUCell(6, num_heads=4), ValueError, '`num_heads` must divide `features`'),
     (lambda: jaxrnn.RGLRUCell(6, c=-1.0), ValueError, '`c`'),
-    (lambda: jaxrnn.LRUCell(3).init(jax.random.key(0), 4), ValueError, '`in_features` of LRUCell'),
-    (lambda: jaxrnn.RGLRUCell(3).init(jax.random.key(0), 4), ValueError, '`in_features` of RGLRUCell'),
   ],
 )
 def test_bad_fields_are_named_errors(make, error, match):
@@ -315,6 +329,74 @@ def test_mismatched_step_arguments_are_named_errors():
   lru = jaxrnn.LRUCell(3, state_size=4)
   with pytest.raises(ValueError, match=r'`carry` \(h\) of LRUCell must have shape \[4, 4\]'):
     lru(lru.init(jax.random.key(0), 3), jnp.zeros((4, 3), jnp.complex64), jnp.ones((4, 3)))
+
+
+@pytest.mark.parametrize('cell', [jaxrnn.LRUCell(3, state_size=4), jaxrnn.RGLRUCell(3)])
+@pytest.mark.parametrize('in_features', [3, 5])
+def test_a_wrong_input_width_is_a_named_error(cell, in_features):
+  """F = H or not, an x of another width than the parameters' F names both shapes."""
+  params = jax.eval_shape(lambda key: cell.init(key, in_features), jax.random.key(0))
+  params = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), params)
+  name = type(cell).__name__
+  want = rf'`x` of {name} must have shape \[\*batch, F\] with F = {in_features} .*got \(2, 4\)'
+  with pytest.raises(ValueError, match=want):
+    cell(params, cell.initial_carry((2,)), jnp.ones((2, 4)))
+  with pytest.raises(ValueError, match=want):
+    cell.linear_form(params, jnp.ones((2, 4)))
+
+
+def test_lru_skip_of_the_wrong_shape_is_a_named_error():
+  cell = jaxrnn.LRUCell(3)
+  shapes = jax.eval_shape(lambda key: cell.init(key, 5), jax.random.key(0))
+  params = dict(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes), D=jnp.ones((3,)))  # [H], F = 5
+  with pytest.raises(ValueError, match=r'`D` of LRUCell must have shape \[5, 3\].*got \[3\]'):
+    cell.linear_form(params, jnp.ones((2, 5)))
+
+
+def _shapes(cell, in_features):
+  tree = jax.eval_shape(lambda key: cell.init(key, in_features), jax.random.key(0))
+  return {jax.tree_util.keystr(path): leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_parameter_trees_for_equal_and_other_input_widths():
+  """F = H keeps the papers' trees (RG-LRU: recurrentgemma's) exactly; F != H adds the least."""
+  lru, rglru = jaxrnn.LRUCell(4, state_size=6), jaxrnn.RGLRUCell(4, num_heads=2)
+  lru_tree = {
+    "['B_im']": (4, 6),
+    "['B_re']": (4, 6),
+    "['C_im']": (6, 4),
+    "['C_re']": (6, 4),
+    "['D']": (4,),
+    "['gamma_log']": (6,),
+    "['nu_log']": (6,),
+    "['theta_log']": (6,),
+  }
+  rglru_tree = {
+    "['a_gate']['b']": (2, 2),
+    "['a_gate']['w']": (2, 2, 2),
+    "['a_param']": (4,),
+    "['input_gate']['b']": (2, 2),
+    "['input_gate']['w']": (2, 2, 2),
+  }
+  assert _shapes(lru, 4) == lru_tree
+  assert _shapes(rglru, 4) == rglru_tree
+  assert _shapes(lru, 8) == {**lru_tree, "['B_im']": (8, 6), "['B_re']": (8, 6), "['D']": (8, 4)}
+  assert _shapes(rglru, 8) == {**rglru_tree, "['input_proj']['w']": (8, 4)}
+
+
+@pytest.mark.slow
+def test_initialisation_of_the_wide_input_parameters():
+  """The dense skip D and W_in are N(0, 1/F); the rest of the tree is the F = H cell's draw."""
+  key = jax.random.key(0)
+  lru, rglru = jaxrnn.LRUCell(256), jaxrnn.RGLRUCell(256, num_heads=4)
+  wide, square = lru.init(key, 512), lru.init(key, 256)
+  np.testing.assert_allclose(np.std(wide['D']), 1 / math.sqrt(512), rtol=0.02)
+  assert square['D'].shape == (256,)
+  np.testing.assert_allclose(np.std(wide['B_re']), 1 / math.sqrt(2 * 512), rtol=0.02)
+  wide, square = rglru.init(key, 512), rglru.init(key, 256)
+  np.testing.assert_allclose(np.std(wide['input_proj']['w']), 1 / math.sqrt(512), rtol=0.02)
+  assert_equal = np.testing.assert_array_equal
+  jax.tree.map(assert_equal, {k: v for k, v in wide.items() if k != 'input_proj'}, square)
 
 
 def test_rglru_sqrt_derivative_is_bounded_as_recurrentgemma():

@@ -224,6 +224,78 @@ def test_paper_cells_associative_equals_sequential(rng, cell, padding):
     assert_trees_close(got, want, atol=1e-10)
 
 
+WIDE_CELLS = {
+  'lru': lambda: jaxrnn.LRUCell(H, 6, r_min=0.5),
+  'rglru': lambda: jaxrnn.RGLRUCell(6, num_heads=2),
+  'lru_square': lambda: jaxrnn.LRUCell(F, 3, r_min=0.5),
+  'rglru_square': lambda: jaxrnn.RGLRUCell(F),
+}
+
+
+@pytest.mark.parametrize('cell', ['lru', 'rglru'])
+def test_lru_and_rglru_stack_shapes(cell):
+  """Traced only (no compile): the issue's 2-layer bidirectional stack builds, layer 1 reading 2H."""
+  layer = jaxrnn.Recurrent(WIDE_CELLS[cell](), num_layers=2, bidirectional=True, scan_mode='associative')
+  x = jax.ShapeDtypeStruct((B, 8, F), jnp.float32)
+  variables = jax.eval_shape(layer.init, jax.random.key(0), x)
+  features = layer.cell.features
+  l1 = variables['params']['l1']
+  assert (l1['input_proj']['w'] if 'rglru' in cell else l1['D']).shape == (2 * features, features)
+  ys, final = jax.eval_shape(layer.apply, variables, x, jnp.zeros((B,), jnp.int32))
+  assert ys.shape == (B, 8, 2 * features) and final.shape[:2] == (4, B)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('cell', list(WIDE_CELLS))
+def test_lru_and_rglru_stack_bidirectionally(rng, cell):
+  """Two bidirectional layers of LRU and RG-LRU over a ragged batch (a length 0 too): layer 1 reads
+  2H features (a dense skip D or an input projection), layer 0 F (the same, or the paper's cell for
+  the '_square' cells where F = H). Parallel driver equals the loop, values and gradients."""
+  steps, lengths = 8, np.array([8, 3, 0])
+  with jax.enable_x64(True):
+    x = rng.normal(size=(B, steps, F))
+    pair = layer_pair(cell=WIDE_CELLS[cell](), num_layers=2, bidirectional=True, param_dtype=jnp.float64)
+    variables = pair[0].init(jax.random.key(0), x[:, :2])
+    names = set(variables['params']['l1'])
+    assert ('input_proj' in names) if 'rglru' in cell else (variables['params']['l1']['D'].ndim == 2)
+
+    def run(variables, layer):
+      ys, final = layer.apply(variables, x, seq_lengths=lengths)
+      return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.abs(final) ** 2), (ys, final.real, final.imag)
+
+    grad = jax.jit(jax.value_and_grad(run, has_aux=True), static_argnums=1)
+    got, want = (grad(variables, lay) for lay in pair)
+    assert_trees_close(got, want, atol=1e-10)
+    ys = np.asarray(got[0][1][0])
+    assert not np.any(ys[1, 3:]) and not np.any(ys[2])
+    assert all(np.any(g != 0) for g in jax.tree.leaves(got[1]['params']['l1_reverse']))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('cell', ['lru', 'rglru'])
+def test_lru_and_rglru_stacks_under_nnx_export_and_step(rng, cell):
+  """The layers' other promises for stacks whose layer 1 has the wide-input parameters: NNX equals
+  linen, ``jax.export`` round-trips, and a 2-layer ``step`` continues where the sequence call ends."""
+  x, lengths = jnp.asarray(rng.normal(size=(B, 6, F)), jnp.float32), np.array([6, 2, 0])
+  layer = jaxrnn.Recurrent(WIDE_CELLS[cell](), num_layers=2, bidirectional=True)
+  variables = layer.init(jax.random.key(0), x)
+  parts = lambda result: (result[0], jnp.real(result[1]), jnp.imag(result[1]))  # noqa: E731 (LRU: complex)
+  want = parts(layer.apply(variables, x, lengths))
+  module = jaxrnn.interop.linen_to_nnx(layer, variables, in_features=F)
+  assert_trees_close(parts(module(x, lengths)), want, atol=1e-6)
+  exported = jax.export.export(jax.jit(layer.apply))(variables, x, lengths)
+  assert_trees_close(parts(exported.call(variables, x, lengths)), want, atol=0)
+  layer = jaxrnn.Recurrent(WIDE_CELLS[cell](), num_layers=2)
+  variables = layer.init(jax.random.key(1), x)
+  outputs, final = layer.apply(variables, x)
+  step = jax.jit(functools.partial(layer.apply, method='step'))
+  carry = layer.initial_carry((B,))
+  for t in range(6):
+    y, carry = step(variables, x[:, t], carry)
+  np.testing.assert_allclose(y, outputs[:, -1], atol=1e-5)
+  np.testing.assert_allclose(carry, final, atol=1e-5)
+
+
 @pytest.mark.slow
 @given(lengths=st.lists(st.integers(0, T), min_size=B, max_size=B), reverse_first=st.booleans())
 def test_padding_invariants_hold_in_parallel(lengths, reverse_first):

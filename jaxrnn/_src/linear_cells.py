@@ -79,17 +79,6 @@ def _check_step(cell, in_width: int, h: Array, x: Array) -> None:
     )
 
 
-def _check_width(cell, in_features: int) -> None:
-  """Raises unless ``in_features == features``: cells that multiply ``x`` elementwise into a state."""
-  if in_features != cell.features:
-    raise ValueError(
-      f'`in_features` of {type(cell).__name__} must equal `features` = {cell.features}, got '
-      f'{in_features}: the cell multiplies x elementwise (as in the paper), so its input and output '
-      'widths are equal. Put a Dense layer in front, and note that a bidirectional stack feeds '
-      '2 * features into layers after the first.'
-    )
-
-
 def _positive_candidate(v: Array) -> Array:
   """Returns the papers' ``g(v) = v + 0.5 if v >= 0 else sigmoid(v)``: positive, continuous at 0."""
   return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
@@ -338,7 +327,8 @@ class LRUCell:
       lambda = exp(-exp(nu_log) + i exp(theta_log))          [N], |lambda| < 1
       gamma  = exp(gamma_log)                                [N]
       h_t = lambda * h_{t-1} + gamma * (x_t B),   B = B_re + i B_im
-      y_t = Re(h_t C) + D * x_t,                  C = C_re + i C_im
+      y_t = Re(h_t C) + D * x_t,                  C = C_re + i C_im    (F = H, the paper)
+      y_t = Re(h_t C) + x_t D                                          (F != H)
 
   Initialisation (the paper's Lemma 3.2, "ring initialisation"): ``|lambda|``
   uniform in area on the ring ``r_min <= |lambda| <= r_max``,
@@ -346,26 +336,30 @@ class LRUCell:
   ``theta = max_phase * u2`` (``theta_log = log theta``), and
   ``gamma_log = log sqrt(1 - |lambda|^2)`` (trained afterwards, as in the
   paper). ``B_re, B_im ~ N(0, 1/(2F))`` (Glorot, halved for the real part
-  taken by the readout), ``C_re, C_im ~ N(0, 1/N)``, ``D ~ N(0, 1)``.
+  taken by the readout), ``C_re, C_im ~ N(0, 1/N)``, ``D ~ N(0, 1)``
+  (``N(0, 1/F)`` for the matrix ``D``).
   ``u1, u2`` are drawn from ``[tiny, 1)``: a draw of exactly 0 would make a
   parameter infinite (and its gradient NaN).
 
-  As in the paper, ``D`` multiplies ``x`` elementwise, so the input width
-  equals the output width: ``init`` requires ``in_features == features``
-  (a stack feeds layer ``k > 0`` with ``D * features``, so a bidirectional
-  stack of several layers needs a Dense layer between them).
+  In the paper the input width ``F`` equals the model width ``H`` and the
+  skip ``D`` multiplies ``x`` elementwise; that is this cell's parameter tree
+  when ``in_features == features``. Any other input width (the layers of a
+  stack after the first read ``num_directions * features``, e.g. ``2H`` in a
+  bidirectional stack) gets the minimal generalisation: ``B`` is ``[F, N]``
+  anyway, and the skip becomes a dense matrix ``D: [F, H]``, initialised
+  ``N(0, 1/F)`` so that ``x D`` has the variance of the diagonal case.
 
   Parameters (jaxrnn's ``x @ W`` layout: ``B`` and ``C`` are the transposes
   of the reference code's): ``{'nu_log': [N], 'theta_log': [N], 'gamma_log':
-  [N], 'B_re': [H, N], 'B_im': [H, N], 'C_re': [N, H], 'C_im': [N, H], 'D':
-  [H]}``. Carry ``h: [*batch, N]``, complex (complex64, or complex128 for a
-  float64 layer; bfloat16 compute keeps complex64); ``x: [*batch, H]``; ``y:
-  [*batch, H]``, real, in ``x``'s dtype.
+  [N], 'B_re': [F, N], 'B_im': [F, N], 'C_re': [N, H], 'C_im': [N, H], 'D':
+  [H]}`` (``D: [F, H]`` when ``F != H``). Carry ``h: [*batch, N]``, complex
+  (complex64, or complex128 for a float64 layer; bfloat16 compute keeps
+  complex64); ``x: [*batch, F]``; ``y: [*batch, H]``, real, in ``x``'s dtype.
 
   Linear form: ``a = lambda`` (broadcast to ``[*batch, N]``), ``b = gamma * (x B)``.
 
   Attributes:
-    features: ``H``, the input and output width (the paper's model width).
+    features: ``H``, the output width (the paper's model width, also its input width).
     state_size: ``N``, the complex state width; ``None`` for ``features``.
     r_min, r_max: radii of the ring of ``|lambda|`` at initialisation,
       ``0 <= r_min < r_max <= 1``.
@@ -381,6 +375,8 @@ class LRUCell:
     >>> h, y = cell(params, cell.initial_carry((2,)), jnp.ones((2, 4)))
     >>> h.dtype, h.shape, y.dtype, y.shape
     (dtype('complex64'), (2, 8), dtype('float32'), (2, 4))
+    >>> cell.init(jax.random.key(0), 6)['D'].shape  # F = 6 != H = 4: a dense skip
+    (6, 4)
   """
 
   features: int
@@ -403,14 +399,13 @@ class LRUCell:
 
   @property
   def output_size(self) -> int:
-    """``H``: the width of ``y`` (and of ``x``)."""
+    """``H``: the width of ``y``."""
     return self.features
 
   def init(self, key: Array, in_features: int, dtype=jnp.float32) -> dict[str, Array]:
-    """Returns the parameters for ``x: [..., H = in_features]`` (names and shapes in the class docstring)."""
+    """Returns the parameters for ``x: [..., F = in_features]`` (names and shapes in the class docstring)."""
     _check_int('in_features', in_features, 1)
-    _check_width(self, in_features)
-    size, state = self.features, self.state_size
+    size, state = in_features, self.state_size
     work = accumulation_dtype(dtype)
     keys = jax.random.split(key, 7)
     tiny = jnp.finfo(work).tiny
@@ -428,9 +423,14 @@ class LRUCell:
       'gamma_log': gamma_log,
       'B_re': normal(keys[2], (size, state), 1 / math.sqrt(2 * size)),
       'B_im': normal(keys[3], (size, state), 1 / math.sqrt(2 * size)),
-      'C_re': normal(keys[4], (state, size), 1 / math.sqrt(state)),
-      'C_im': normal(keys[5], (state, size), 1 / math.sqrt(state)),
-      'D': normal(keys[6], (size,), 1.0),
+      'C_re': normal(keys[4], (state, self.features), 1 / math.sqrt(state)),
+      'C_im': normal(keys[5], (state, self.features), 1 / math.sqrt(state)),
+      # The paper's elementwise skip for F = H; a dense [F, H] of the same output variance otherwise.
+      'D': (
+        normal(keys[6], (size,), 1.0)
+        if size == self.features
+        else normal(keys[6], (size, self.features), 1 / math.sqrt(size))
+      ),
     }
     return {name: value.astype(dtype) for name, value in params.items()}
 
@@ -451,18 +451,25 @@ class LRUCell:
     _check_param_names(
       self, params, ('nu_log', 'theta_log', 'gamma_log', 'B_re', 'B_im', 'C_re', 'C_im', 'D')
     )
-    width = params['B_re'].shape[0]
+    width, size = params['B_re'].shape[0], params['C_re'].shape[-1]
+    skip = tuple(jnp.shape(params['D']))
+    if skip != (width, size) and not (width == size and skip == (size,)):
+      raise ValueError(
+        f'`D` of LRUCell must have shape {[width, size] if width != size else [size]} (the dense skip '
+        f'[F, H] when F != H, else [H]) for F = {width} and H = {size} (from B_re and C_re), got '
+        f'{list(skip)}.'
+      )
     if h is None:
       if tuple(jnp.shape(x))[-1:] != (width,):
         raise ValueError(
-          f'`x` of LRUCell must have shape [*batch, H] with H = {width} (from the parameters), '
+          f'`x` of LRUCell must have shape [*batch, F] with F = {width} (from the parameters), '
           f'got {tuple(jnp.shape(x))}.'
         )
     else:
       _check_step(self, width, h, x)
 
   def linear_form(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
-    """Returns ``(a, b) = (lambda, gamma * (x B))``, each ``[*batch, N]``, complex, for ``x: [*batch, H]``."""
+    """Returns ``(a, b) = (lambda, gamma * (x B))``, each ``[*batch, N]``, complex, for ``x: [*batch, F]``."""
     self._check(params, None, x)
     bx_re, bx_im = matmul(x, params['B_re']), matmul(x, params['B_im'])
     gamma = jnp.exp(params['gamma_log'].astype(bx_re.dtype))
@@ -471,14 +478,16 @@ class LRUCell:
     return a, b
 
   def readout(self, params: Mapping[str, Array], h: Array, x: Array) -> Array:
-    """Returns ``y = Re(h C) + D * x``: ``[*batch, H]`` in ``x``'s dtype, for ``h: [*batch, N]`` complex."""
+    """Returns ``y = Re(h C) + D * x`` (``+ x D`` for a matrix ``D: [F, H]``): ``[*batch, H]`` in ``x``'s
+    dtype, for ``h: [*batch, N]`` complex and ``x: [*batch, F]``."""
     work = accumulation_dtype(x.dtype)
     real, imag = jnp.real(h).astype(work), jnp.imag(h).astype(work)
     y = matmul(real, params['C_re'].astype(work)) - matmul(imag, params['C_im'].astype(work))
-    return (y + params['D'].astype(work) * x.astype(work)).astype(x.dtype)
+    d, x_work = params['D'].astype(work), x.astype(work)
+    return (y + (matmul(x_work, d) if d.ndim == 2 else d * x_work)).astype(x.dtype)
 
   def __call__(self, params: Mapping[str, Array], carry: Array, x: Array) -> tuple[Array, Array]:
-    """Returns ``(h', y)`` for ``carry h: [*batch, N]`` (complex) and ``x: [*batch, H]``."""
+    """Returns ``(h', y)`` for ``carry h: [*batch, N]`` (complex) and ``x: [*batch, F]``."""
     h = carry
     self._check(params, h, x)
     a, b = self.linear_form(params, x)
@@ -508,6 +517,16 @@ class RGLRUCell:
       log a_t = -c * r_t * softplus(Lambda)         a_t = sigma(-Lambda)^(c r_t)
       h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (i_t * x_t),   y_t = h_t
 
+  for ``x_t`` of the width ``H`` (``in_features == features``, the paper's
+  and recurrentgemma's case). For any other input width ``F`` the cell first
+  projects, ``x'_t = x_t W_in`` with ``W_in: [F, H]`` (no bias, LeCun-normal
+  ``N(0, 1/F)``; in Griffin's recurrent block the RG-LRU also follows a linear
+  layer, its ``linear_x``, which has a bias and a convolution after it), and
+  then computes the equations above on ``x'_t``: both gates read ``x'_t`` and
+  ``b_t = sqrt(1 - a_t^2) * (i_t * x'_t)``. The layers of a stack after the
+  first read ``num_directions * features`` (``2H`` in a bidirectional stack),
+  so they have ``W_in``.
+
   ``W_a`` and ``W_x`` are block-diagonal with ``num_heads`` blocks of
   ``H / num_heads`` (recurrentgemma's ``BlockDiagonalLinear``; one block is a
   dense matrix), initialised ``N(0, 1 / (H / num_heads))``, biases zero. ``c =
@@ -526,17 +545,17 @@ class RGLRUCell:
   sequence (and every packed sequence) from the initial carry, which plays
   the role of recurrentgemma's reset.
 
-  The gate multiplies ``x`` elementwise, so ``init`` requires ``in_features
-  == features``. Parameters, recurrentgemma's tree and names: ``{'a_param':
-  [H], 'input_gate': {'w': [heads, H/heads, H/heads], 'b': [heads,
-  H/heads]}, 'a_gate': {'w': ..., 'b': ...}}`` (``input_gate`` is ``W_x``,
-  ``a_gate`` is ``W_a``). Carry ``h: [*batch, H]``, accumulating in float32 for
-  bfloat16 compute (as recurrentgemma's cache); ``x: [*batch, H]``; ``y = h``.
+  Parameters, recurrentgemma's tree and names: ``{'a_param': [H],
+  'input_gate': {'w': [heads, H/heads, H/heads], 'b': [heads, H/heads]},
+  'a_gate': {'w': ..., 'b': ...}}`` (``input_gate`` is ``W_x``, ``a_gate`` is
+  ``W_a``), and ``'input_proj': {'w': [F, H]}`` (``W_in``) only when ``F !=
+  H``. Carry ``h: [*batch, H]``, accumulating in float32 for bfloat16 compute
+  (as recurrentgemma's cache); ``x: [*batch, F]``; ``y = h``.
 
-  Linear form: ``a = a_t``, ``b = sqrt(1 - a_t^2) * i_t * x_t``.
+  Linear form: ``a = a_t``, ``b = sqrt(1 - a_t^2) * i_t * x_t`` (``x'_t`` when ``F != H``).
 
   Attributes:
-    features: ``H``, the input, state and output width.
+    features: ``H``, the state and output width (and the paper's input width).
     num_heads: blocks of the gates' block-diagonal matrices; divides ``features``.
     c: the constant ``c`` of ``log a_t`` (8 in the paper).
     min_rad, max_rad: the ring of ``a0`` at initialisation, ``0 < min_rad < max_rad < 1``.
@@ -552,6 +571,8 @@ class RGLRUCell:
     >>> h, y = cell(params, cell.initial_carry((5,)), jnp.ones((5, 6)))
     >>> y.shape
     (5, 6)
+    >>> 'input_proj' in params, cell.init(jax.random.key(0), 4)['input_proj']['w'].shape
+    (False, (4, 6))
   """
 
   features: int
@@ -583,7 +604,7 @@ class RGLRUCell:
 
   @property
   def output_size(self) -> int:
-    """``H``: the width of ``y``, of the state and of ``x``."""
+    """``H``: the width of ``y`` and of the state."""
     return self.features
 
   @property
@@ -592,9 +613,9 @@ class RGLRUCell:
     return self.features
 
   def init(self, key: Array, in_features: int, dtype=jnp.float32) -> dict:
-    """Returns recurrentgemma's parameter tree for ``x: [..., H = in_features]`` (shapes in the class docstring)."""
+    """Returns recurrentgemma's parameter tree for ``x: [..., F = in_features]``, with ``input_proj`` when
+    ``F != H`` (shapes in the class docstring)."""
     _check_int('in_features', in_features, 1)
-    _check_width(self, in_features)
     heads, block = self.num_heads, self.features // self.num_heads
     work = accumulation_dtype(dtype)
     keys = jax.random.split(key, 3)
@@ -609,7 +630,12 @@ class RGLRUCell:
         'b': jnp.zeros((heads, block), dtype),
       }
 
-    return {'a_param': a_param.astype(dtype), 'input_gate': gate(keys[1]), 'a_gate': gate(keys[2])}
+    params = {'a_param': a_param.astype(dtype), 'input_gate': gate(keys[1]), 'a_gate': gate(keys[2])}
+    if in_features != self.features:
+      # fold_in, not a fourth split: the keys of the F = H tree stay the ones above.
+      w = jax.random.normal(jax.random.fold_in(key, 3), (in_features, self.features), work)
+      params['input_proj'] = {'w': (w / math.sqrt(in_features)).astype(dtype)}
+    return params
 
   def initial_carry(self, batch_shape: Sequence[int], dtype=jnp.float32) -> Array:
     """Returns zeros ``h: [*batch, H]``."""
@@ -621,19 +647,32 @@ class RGLRUCell:
 
   def _check(self, params: Mapping, h: Array | None, x: Array) -> None:
     _check_param_names(self, params, ('a_param', 'input_gate', 'a_gate'))
-    width = params['a_param'].shape[0]
+    size = params['a_param'].shape[0]
+    width = size
+    if 'input_proj' in params:
+      w = params['input_proj']['w'] if isinstance(params['input_proj'], Mapping) else None
+      if w is None or jnp.ndim(w) != 2 or w.shape[1] != size:
+        got = list(jnp.shape(w)) if w is not None else type(params['input_proj']).__name__
+        raise ValueError(
+          f"`params['input_proj']` of RGLRUCell must be {{'w': [F, H]}} with H = {size} (from a_param), "
+          f'got {got}.'
+        )
+      width = w.shape[0]
     if h is None:
       if tuple(jnp.shape(x))[-1:] != (width,):
         raise ValueError(
-          f'`x` of RGLRUCell must have shape [*batch, H] with H = {width} (from the parameters), '
+          f'`x` of RGLRUCell must have shape [*batch, F] with F = {width} (from the parameters), '
           f'got {tuple(jnp.shape(x))}.'
         )
     else:
       _check_step(self, width, h, x)
 
   def linear_form(self, params: Mapping, x: Array) -> tuple[Array, Array]:
-    """Returns ``(a, b) = (a_t, sqrt(1 - a_t^2) * i_t * x_t)``, each ``[*batch, H]`` in >= float32."""
+    """Returns ``(a, b) = (a_t, sqrt(1 - a_t^2) * i_t * x_t)``, each ``[*batch, H]`` in >= float32, for
+    ``x: [*batch, F]`` (projected first, ``x_t W_in``, when the parameters have ``input_proj``)."""
     self._check(params, None, x)
+    if 'input_proj' in params:  # F != H: x' = x W_in, in the compute dtype as a Dense layer's output
+      x = matmul(x, params['input_proj']['w']).astype(x.dtype)
     work = accumulation_dtype(x.dtype)
     gate_x = jax.nn.sigmoid(_block_diagonal(x, params['input_gate']))
     gate_a = jax.nn.sigmoid(_block_diagonal(x, params['a_gate']))
@@ -648,7 +687,8 @@ class RGLRUCell:
     return h.astype(x.dtype)
 
   def __call__(self, params: Mapping, carry: Array, x: Array) -> tuple[Array, Array]:
-    """Returns ``(h', h')`` with ``h' = a * h + b`` from ``linear_form``; ``carry h, x: [*batch, H]``."""
+    """Returns ``(h', h')`` with ``h' = a * h + b`` from ``linear_form``; ``carry h: [*batch, H]``, ``x:
+    [*batch, F]``."""
     h = carry
     self._check(params, h, x)
     a, b = self.linear_form(params, x)
