@@ -179,34 +179,19 @@ class LayerConfig(LayerOptions):
       if getattr(self.backward_cell, 'feature_ndim', 1) != self.feature_ndim:
         raise ValueError('`backward_cell.feature_ndim` must equal `cell.feature_ndim`.')
     if self.fused_backward:
-      blocker = None
-      if self.remat:
-        blocker = '`remat=True` (use `checkpoint_every`)'
-      elif getattr(self.cell, 'proj_size', 0):
-        blocker = '`proj_size`'
-      else:
-        lacking = [c for c in self.cells if getattr(c, 'fused_kind', None) is None]
-        if lacking:
-          blocker = f'{_describe_cell(lacking[0])} (it has no `fused_kind` hook)'
+      blocker = self._fused_blocker('it has no `fused_kind` hook')
       if blocker:
         raise ValueError(
           f'`fused_backward=True` does not support {blocker}; leave `fused_backward=None` to choose '
           'automatically.'
         )
     if self.loop == 'pallas':
-      blocker = None
       if self.fused_backward is False:
         blocker = '`fused_backward=False` (its backward pass is the fused one)'
-      elif self.remat:
-        blocker = '`remat=True` (use `checkpoint_every`)'
       elif self.recurrent_dropout:
         blocker = '`recurrent_dropout`'
-      elif getattr(self.cell, 'proj_size', 0):
-        blocker = '`proj_size`'
       else:
-        lacking = [c for c in self.cells if getattr(c, 'fused_kind', None) is None]
-        if lacking:
-          blocker = f'{_describe_cell(lacking[0])} (only the built-in RNN, LSTM and GRU cells have a kernel)'
+        blocker = self._fused_blocker('only the built-in RNN, LSTM and GRU cells have a kernel')
       if blocker:
         raise ValueError(f"`loop='pallas'` does not support {blocker}; use `loop='auto'`.")
     if self.scan_mode == 'associative':
@@ -216,6 +201,15 @@ class LayerConfig(LayerOptions):
           f"`scan_mode='associative'` needs cells linear in their carry (a `linear_form` hook, SPEC §12), "
           f"and {_describe_cell(lacking[0])} has none; leave `scan_mode='auto'`."
         )
+
+  def _fused_blocker(self, why_not_the_cell: str) -> str | None:
+    """Returns what keeps the fused loop from running this layer, or None."""
+    if self.remat:
+      return '`remat=True` (use `checkpoint_every`)'
+    if getattr(self.cell, 'proj_size', 0):
+      return '`proj_size`'
+    lacking = [c for c in self.cells if getattr(c, 'fused_kind', None) is None]
+    return f'{_describe_cell(lacking[0])} ({why_not_the_cell})' if lacking else None
 
   @property
   def cells(self) -> tuple:

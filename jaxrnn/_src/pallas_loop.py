@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn._src.cells import CellKind
 from jaxrnn._src.cells import upcast
@@ -74,12 +74,12 @@ class _Spec:
   kind: str
   steps: int
   hidden: int  # Hp, padded
-  block: int
+  block: int  # units per column block
+  compiled: bool  # Triton; else interpret mode, whose programs run one after the other (no barriers)
   reverse: bool
   masked: bool
-  residuals: bool
-  state_dtype: np.dtype  # the carry's h: the new state is rounded to it each step, as in the scan
-  compiled: bool  # Triton; else interpret mode, whose programs run one after the other (no barriers)
+  residuals: bool = False  # forward: store what the coefficients are computed from
+  state_dtype: Any = jnp.float32  # forward: the carry's h, which the state is rounded to each step
   per_row: tuple[bool, ...] = ()  # backward: which coefficients are [T, B, 1] (passed as [T, B])
 
   @property
@@ -161,18 +161,14 @@ def column_block(padded: int, itemsize: int) -> int:
   return min(BLOCK, padded, fits)
 
 
-def _spec(kind, layout, steps, *, reverse, masked, residuals, state_dtype, itemsize, per_row=()) -> _Spec:
+def _spec(kind: CellKind, layout: _Layout, steps: int, w_hh: Array, **fields) -> _Spec:
   return _Spec(
     kind=kind.name,
     steps=steps,
     hidden=layout.padded,
-    block=column_block(layout.padded, itemsize),
-    reverse=reverse,
-    masked=masked,
-    residuals=residuals,
-    state_dtype=np.dtype(state_dtype),
+    block=column_block(layout.padded, w_hh.dtype.itemsize),
     compiled=not _interpret(),
-    per_row=per_row,
+    **fields,
   )
 
 
@@ -202,11 +198,11 @@ def forward(
     kind,
     layout,
     steps,
+    params.w_hh,
     reverse=reverse,
     masked=masked,
     residuals=residuals,
     state_dtype=h0.dtype,
-    itemsize=params.w_hh.dtype.itemsize,
   )
   rows, units, gates = layout.rows, layout.padded, kind.num_gates
   valid = ts[:, None] < seq_lengths[None] if masked else jnp.ones((steps, batch), bool)
@@ -270,17 +266,7 @@ def backward(
   f32 = jnp.float32
   layout = _Layout(kind, batch, w_hh.shape[-1] // gates)
   per_row = tuple(k.shape[-1] == 1 for k in coefficients)
-  spec = _spec(
-    kind,
-    layout,
-    steps,
-    reverse=reverse,
-    masked=masked,
-    residuals=False,
-    state_dtype=f32,
-    itemsize=w_hh.dtype.itemsize,
-    per_row=per_row,
-  )
+  spec = _spec(kind, layout, steps, w_hh, reverse=reverse, masked=masked, per_row=per_row)
   rows, units = layout.rows, layout.padded
   if masked:  # padded steps emit constant zeros: their outputs' cotangents go nowhere
     d_ys = jnp.where((ts[:, None] < seq_lengths[None])[..., None], d_ys, 0)
@@ -376,7 +362,7 @@ def _forward_kernel(*refs, spec: _Spec):
       else:
         pre = [gx[0] + gh[0]]
         h_new = jnp.tanh(pre[0]) if spec.kind == 'rnn_tanh' else jnp.maximum(pre[0], 0.0)
-      h_new = h_new.astype(spec.state_dtype).astype(f32)
+      h_new = h_new.astype(spec.state_dtype).astype(f32)  # as the scan loop's carry
       y = h_new
       if spec.masked:  # a padded step keeps the state and outputs zeros
         h_new = jnp.where(valid, h_new, h_old)
