@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import QUICK_COMPILE
 from conftest import assert_trees_close
 from conftest import slow
 from hypothesis import given
@@ -168,7 +169,7 @@ def test_step_equals_the_parallel_call(rng):
   np.testing.assert_allclose(last, final, atol=1e-5)
 
 
-@pytest.mark.slow  # 13 s; the default run checks T=4096-style finiteness through the other tests
+@pytest.mark.slow  # 12 s; the default run checks T=4096-style finiteness through the other tests
 @pytest.mark.parametrize(
   'log_space', [True]
 )  # the linear form: each paper cell at T=65,536, test_linear_cells
@@ -177,7 +178,10 @@ def test_long_sequences_stay_finite(rng, log_space):
   layer = jaxrnn.Recurrent(GatedDecayCell(H, log_space), bidirectional=True, scan_mode='associative')
   x = rng.normal(size=(1, 65_536, F)).astype(np.float32)
   variables = layer.init(jax.random.key(0), x[:, :2])
-  loss = jax.jit(jax.value_and_grad(lambda v: jnp.sum(layer.apply(v, x, np.array([60_000]))[0] ** 2)))
+  loss = jax.jit(
+    jax.value_and_grad(lambda v: jnp.sum(layer.apply(v, x, np.array([60_000]))[0] ** 2)),
+    compiler_options=QUICK_COMPILE,
+  )
   value, grads = loss(variables)
   assert np.isfinite(value) and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
