@@ -112,6 +112,16 @@ def each_value_then_pairs(*axes):
   return [pytest.param(*c) if i in fast else slow(*c) for i, c in enumerate(combos) if i in pairs]
 
 
+def chosen_then_covering(axes, fast, strength):
+  """For a grid whose default-run cases are picked by hand (``fast``): those, then in the slow
+  tier the fewest more combinations (greedy) that see every choice of values of ``strength``
+  axes; only combinations of more axes than that repeat at once are left out."""
+  combos = list(itertools.product(*axes))
+  fast = {combos.index(tuple(c)) for c in fast}
+  chosen = _covering(combos, strength, covered=fast)
+  return [pytest.param(*c) if i in fast else slow(*c) for i, c in enumerate(combos) if i in chosen]
+
+
 def _plain(tree):
   """NumPy leaves, LSTMState as a plain (h, c) tuple (as PyTorch and the oracles return it)."""
   from jaxrnn import LSTMState
