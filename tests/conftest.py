@@ -18,6 +18,12 @@ settings.register_profile('dev', max_examples=20, deadline=None, print_blob=True
 settings.register_profile('explore', max_examples=300, deadline=None, print_blob=True)
 settings.load_profile('ci' if os.environ.get('CI') else 'dev')
 
+# XLA:CPU options for a test whose compiled code runs once, in milliseconds, from a large HLO graph
+# (T = 65,536 under the associative scan): LLVM's optimisation passes off, 3x less compiling. The HLO
+# (the library's computation, after XLA's own passes) is the one a user gets; only the machine code
+# is less tuned, with the same IEEE arithmetic (no fast-math either way).
+QUICK_COMPILE = {'xla_backend_optimization_level': 0}
+
 DOCS = pathlib.Path(__file__).resolve().parent.parent / 'docs'
 
 
@@ -104,6 +110,16 @@ def each_value_then_pairs(*axes):
   fast = _covering(combos, 1)
   pairs = _covering(combos, 2, covered=fast)
   return [pytest.param(*c) if i in fast else slow(*c) for i, c in enumerate(combos) if i in pairs]
+
+
+def chosen_then_covering(axes, fast, strength):
+  """For a grid whose default-run cases are picked by hand (``fast``): those, then in the slow
+  tier the fewest more combinations (greedy) that see every choice of values of ``strength``
+  axes; only combinations of more axes than that repeat at once are left out."""
+  combos = list(itertools.product(*axes))
+  fast = {combos.index(tuple(c)) for c in fast}
+  chosen = _covering(combos, strength, covered=fast)
+  return [pytest.param(*c) if i in fast else slow(*c) for i, c in enumerate(combos) if i in chosen]
 
 
 def _plain(tree):

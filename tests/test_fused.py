@@ -147,7 +147,9 @@ def test_gradient_of_an_empty_time_axis(fused):
   x = jnp.zeros((B, 0, F))
   variables = layer.init(jax.random.key(0), x)
   h0 = jnp.ones((2, B, H))
-  grads, d_h0 = jax.grad(lambda v, h0: jnp.sum(layer.apply(v, x, None, h0)[1]), argnums=(0, 1))(variables, h0)
+  grads, d_h0 = jax.jit(jax.grad(lambda v, h0: jnp.sum(layer.apply(v, x, None, h0)[1]), argnums=(0, 1)))(
+    variables, h0
+  )
   assert all(not jnp.any(g) for g in jax.tree.leaves(grads))
   np.testing.assert_array_equal(d_h0, 1.0)
 

@@ -6,12 +6,14 @@ padded bidirectional layer, and the cells' own ``linear_form`` /
 ``log_linear_form`` / ``readout`` hooks checked against their ``__call__``.
 """
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import QUICK_COMPILE
 from conftest import slow
 
 import jaxrnn
@@ -260,13 +262,13 @@ def test_bidirectional_layer_matches_a_per_sequence_loop(name, rng):
   [slow('rglru'), slow('mingru'), slow('mingru_log'), slow('minlstm'), slow('minlstm_log'), slow('lru')],
 )
 def test_long_sequences_stay_finite_forward_and_backward(name):
-  """T = 65,536 under the parallel scan: outputs and gradients finite (6-18 s a cell on 2 cores)."""
+  """T = 65,536 under the parallel scan: outputs and gradients finite (one compile a cell, QUICK_COMPILE)."""
   cell, in_features = make_cell(name)
   layer = jaxrnn.Recurrent(cell, scan_mode='associative')
   x = jax.random.normal(jax.random.key(0), (1, 65_536, in_features)) * 3
   variables = layer.init(jax.random.key(1), x[:, :1])
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=QUICK_COMPILE)
   def run(variables, x):
     def loss(variables):
       outputs, final = layer.apply(variables, x)

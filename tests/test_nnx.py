@@ -122,8 +122,8 @@ def test_nnx_grad_matches_linen_grad(rng):
   variables = random_variables(layer, F, rng)
   module = linen_to_nnx(layer, variables)
   x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
-  linen_grads = jax.grad(lambda v: jnp.sum(layer.apply(v, x, LENGTHS)[0] ** 2))(variables)
-  nnx_grads = nnx.grad(lambda m: jnp.sum(m(x, LENGTHS)[0] ** 2))(module)
+  linen_grads = jax.jit(jax.grad(lambda v: jnp.sum(layer.apply(v, x, LENGTHS)[0] ** 2)))(variables)
+  nnx_grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x, LENGTHS)[0] ** 2)))(module)
   assert_trees_close(nnx.to_pure_dict(nnx_grads), linen_grads['params'], atol=1e-6)
 
 

@@ -238,7 +238,7 @@ def test_padding_nan_is_never_read_and_gradients_stay_finite(rng):
     outputs, final = layer.apply({'params': params}, jnp.asarray(x), lengths, carry0)
     return outputs.sum() + final['h'][:, :2].sum()
 
-  grads = jax.grad(loss)(variables['params'])
+  grads = jax.jit(jax.grad(loss))(variables['params'])
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
@@ -406,8 +406,8 @@ def test_recurrent_dropout_on_lstm_trains_and_nnx_draws_it(rng):
   layer = jaxrnn.LSTM(H, recurrent_dropout=0.3, num_layers=2, dropout=0.2)
   x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
   variables = layer.init(jax.random.key(0), x)
-  grads = jax.grad(
-    lambda v: layer.apply(v, x, deterministic=False, rngs={'dropout': jax.random.key(1)})[0].sum()
+  grads = jax.jit(
+    jax.grad(lambda v: layer.apply(v, x, deterministic=False, rngs={'dropout': jax.random.key(1)})[0].sum())
   )(variables)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   module = jaxrnn.nnx.GRU(F, H, recurrent_dropout=0.3, rngs=nnx.Rngs(0))
