@@ -213,6 +213,27 @@ def test_eager_generate_compiles_once(count_compiles):
   assert steps == 3
 
 
+def test_eager_generate_keeps_no_model_alive():
+  """The cache of compiled loops holds step functions weakly: a deleted model is freed."""
+  import gc
+  import weakref
+
+  class Model:
+    def __init__(self):
+      self.weights = jnp.eye(10)
+
+    def step(self, tokens, carry):
+      return jax.nn.one_hot(tokens, 10) @ self.weights, carry
+
+  model = Model()
+  jaxrnn.generate(model.step, 0, jnp.array([1]), 2)
+  jaxrnn.generate(model.step, 0, jnp.array([2]), 2)  # a bound method made anew: the same key
+  alive = weakref.ref(model)
+  del model
+  gc.collect()
+  assert alive() is None
+
+
 def test_obscure_errors_name_the_argument():
   """B: each of these failed deep inside JAX or Flax, or not at all."""
   import torch

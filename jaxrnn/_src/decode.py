@@ -6,6 +6,8 @@ Every step function in jaxrnn takes ``(input, carry)`` and returns ``(output, ne
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -267,16 +269,21 @@ class _StepProgram:
 
 
 class _Hashable:
-  """``fn`` compared by ``==`` where it is hashable (a bound method: its object and function), else by identity."""
+  """``fn`` compared by ``==`` where it is hashable (a bound method: its object and function), else by
+  identity; held by a weak reference where it can be, so that the compiled loops cached under it do
+  not keep a model (and its parameters) alive."""
 
   def __init__(self, fn):
-    self.fn = fn
     try:
       self._hash = hash(fn)
       self._by_identity = False
     except TypeError:
       self._hash = id(fn)
       self._by_identity = True
+    try:
+      self._ref = weakref.WeakMethod(fn) if inspect.ismethod(fn) else weakref.ref(fn)
+    except TypeError:  # no weak references to it: held strongly
+      self._ref = lambda: fn
 
   def __hash__(self):
     return self._hash
@@ -284,9 +291,12 @@ class _Hashable:
   def __eq__(self, other):
     if not isinstance(other, _Hashable):
       return False
+    mine, theirs = self._ref(), other._ref()
+    if mine is None or theirs is None:  # a collected step function equals nothing
+      return False
     if self._by_identity or other._by_identity:
-      return self.fn is other.fn
-    return self.fn == other.fn
+      return mine is theirs
+    return mine == theirs
 
 
 # Called eagerly (a notebook), every call traced and compiled the decoding loop anew: 0.8-1.5 s.
