@@ -357,18 +357,21 @@ def test_float64_carries_over(rng):
 
 
 @pytest.mark.slow
-def test_mixed_precision_policy(rng):
-  """Keras' mixed_bfloat16 (float32 weights, bfloat16 compute) is jaxrnn's dtype=bfloat16, both ways."""
-  layer = keras_layer('lstm', rng, bidirectional=True, dtype='mixed_bfloat16')
+@pytest.mark.parametrize(
+  ('policy', 'dtype', 'atol'), [('mixed_bfloat16', jnp.bfloat16, 2e-2), ('mixed_float16', jnp.float16, 3e-3)]
+)
+def test_mixed_precision_policy(rng, policy, dtype, atol):
+  """Keras' mixed policies (float32 weights, 16-bit compute) are jaxrnn's dtype=bfloat16/float16, both ways."""
+  layer = keras_layer('lstm', rng, bidirectional=True, dtype=policy)
   x = inputs(rng)
   want_outputs = np.asarray(layer(x)[0], np.float32)
   converted, variables = from_keras(layer)
-  assert (jnp.dtype(converted.dtype), jnp.dtype(converted.param_dtype)) == (jnp.bfloat16, jnp.float32)
+  assert (jnp.dtype(converted.dtype), jnp.dtype(converted.param_dtype)) == (jnp.dtype(dtype), jnp.float32)
   outputs, _ = converted.apply(variables, x)
-  assert outputs.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(outputs, np.float32), want_outputs, atol=2e-2, rtol=0)
+  assert outputs.dtype == dtype
+  np.testing.assert_allclose(np.asarray(outputs, np.float32), want_outputs, atol=atol, rtol=0)
   back = to_keras(converted, variables)
-  assert back.forward_layer.dtype_policy.name == 'mixed_bfloat16'
+  assert back.forward_layer.dtype_policy.name == policy
   np.testing.assert_array_equal(np.asarray(back(x)[0], np.float32), want_outputs)
 
   bad = make_layer('gru', hidden_size=H, dtype=jnp.float32, param_dtype=jnp.bfloat16)

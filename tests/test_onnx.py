@@ -84,6 +84,15 @@ def test_without_bias(cell, rng):
   compare(layer, variables, rng, lengths=[5, 1, 3], model=model)
 
 
+def test_backward_cell_equal_to_cell(rng):
+  """An explicit ``backward_cell`` equal to ``cell`` is the plain bidirectional layer: one node."""
+  layer = jaxrnn.Recurrent(jaxrnn.GRUCell(H), backward_cell=jaxrnn.GRUCell(H), bidirectional=True)
+  variables = random_variables(layer, F, rng)
+  model = jaxrnn.interop.to_onnx(layer, variables, with_seq_lengths=True)
+  assert [node.op_type for node in model.graph.node].count('GRU') == 1
+  compare(layer, variables, rng, lengths=[5, 2, 0], model=model)
+
+
 def test_presets_lengths_zero_and_initial_carry(rng):
   """jaxrnn.LSTM, 2 bidirectional layers: a length-0 row keeps its initial carry (SPEC §3.3)."""
   layer = jaxrnn.LSTM(hidden_size=H, num_layers=2, bidirectional=True)
