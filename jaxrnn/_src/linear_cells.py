@@ -28,6 +28,7 @@ import numbers
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -93,18 +94,19 @@ def _widen(h: Array) -> Array:
   return h.astype(accumulation_dtype(h.dtype))
 
 
+@dataclasses.dataclass(frozen=True)
 class _GatedLinearCell:
-  """What ``MinGRUCell`` and ``MinLSTMCell`` share: fused dense gates, ``y = h``, ``log_space``."""
+  """What ``MinGRUCell`` and ``MinLSTMCell`` share: their fields, fused dense gates, ``y = h``, ``log_space``."""
 
   features: int
-  log_space: bool
-  use_bias: bool
-  kernel_init: Initializer | None
-  bias_init: Initializer | None
+  log_space: bool = _keyword(False)
+  use_bias: bool = _keyword(True)
+  kernel_init: Initializer | None = _keyword(None)
+  bias_init: Initializer | None = _keyword(None)
   feature_ndim = 1
-  num_gates: int
+  num_gates: ClassVar[int]
 
-  def _check_fields(self) -> None:
+  def __post_init__(self) -> None:
     _check_int('features', self.features, 1)
     check_bool('log_space', self.log_space)
     check_bool('use_bias', self.use_bias)
@@ -238,15 +240,7 @@ class MinGRUCell(_GatedLinearCell):
     ((2, 5, 8), (2, 2, 4))
   """
 
-  features: int
-  log_space: bool = _keyword(False)
-  use_bias: bool = _keyword(True)
-  kernel_init: Initializer | None = _keyword(None)
-  bias_init: Initializer | None = _keyword(None)
   num_gates = 2
-
-  def __post_init__(self):
-    self._check_fields()
 
   def _mixing(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
     """Returns the update gate's logit ``k`` (``z = sigmoid(k)``) and the candidate's pre-activation."""
@@ -295,15 +289,7 @@ class MinLSTMCell(_GatedLinearCell):
     True
   """
 
-  features: int
-  log_space: bool = _keyword(False)
-  use_bias: bool = _keyword(True)
-  kernel_init: Initializer | None = _keyword(None)
-  bias_init: Initializer | None = _keyword(None)
   num_gates = 3
-
-  def __post_init__(self):
-    self._check_fields()
 
   def _mixing(self, params: Mapping[str, Array], x: Array) -> tuple[Array, Array]:
     """Returns ``d = log i - log f`` (``i' = sigmoid(d)``) and the candidate's pre-activation ``v``."""
