@@ -72,3 +72,24 @@ def test_parallel_benchmark_quick():
   assert len(rows) == 5 and all(row.endswith('x |') for row in rows), result.stdout  # 5 variants at T=16
   small = [line for line in result.stdout.splitlines() if line.startswith(('| 1 |', '| 4 |'))]
   assert len(small) == 4, result.stdout  # T in {1, 4} x (fwd+bwd, fwd)
+
+
+def test_gpu_session_script_calls_existing_commands():
+  """benchmarks/gpu_session.sh (the prepared device check) names modules and flags that exist."""
+  import importlib
+  import re
+  import shlex
+
+  root = pathlib.Path(__file__).parent.parent
+  script = (root / 'benchmarks' / 'gpu_session.sh').read_text()
+  subprocess.run(['bash', '-n', str(root / 'benchmarks' / 'gpu_session.sh')], check=True)
+  calls = re.findall(r'python -m (benchmarks\.\w+)(.*)', script)
+  assert {module for module, _ in calls} >= {
+    'benchmarks.gpu',
+    'benchmarks.pallas_tune',
+    'benchmarks.parallel',
+  }
+  for module, args in calls:
+    source = pathlib.Path(importlib.util.find_spec(module).origin).read_text()
+    for flag in (a for a in shlex.split(args) if a.startswith('--')):
+      assert f"'{flag}'" in source, (module, flag)
