@@ -61,8 +61,22 @@ def recurrent_sum(params: CellParams, h: Array) -> Array:
   return _add_bias(matmul(h, params.w_hh), params.b_hh)
 
 
+def _gate_blocks(z, num_gates: int) -> list:
+  """Returns the gate blocks ``[..., H]`` of ``z: [..., G*H]``, or ``z`` itself when it is already
+  the list of blocks (the Pallas kernels, ``pallas_loop.py``: Triton cannot split an array)."""
+  if isinstance(z, (list, tuple)):
+    return list(z)
+  return [z] if num_gates == 1 else jnp.split(z, num_gates, axis=-1)
+
+
+def _joined(blocks: list, blocked: bool):
+  """Returns the gate blocks as one ``[..., G*H]`` array, or as they are when ``blocked``."""
+  return blocks if blocked else jnp.concatenate(blocks, -1)
+
+
 def _elman_pointwise(activation: Callable[[Array], Array]):
   def pointwise(carry: Array, z: Array) -> tuple[Array, Array]:
+    (z,) = _gate_blocks(z, 1)
     h = activation(z).astype(carry.dtype)
     return h, h
 
@@ -77,10 +91,10 @@ def _elman_linearization(derivative: Callable[[Array], Array]):
   return linearize
 
 
-def _elman_pullback(coefficients, d_carry: Array, d_y: Array):
+def _elman_pullback(coefficients, d_carry: Array, d_y: Array, blocked: bool = False):
   slope, keep = coefficients
   d_h = d_carry + d_y
-  d_z = d_h * slope
+  d_z = [d_h * slope] if blocked else d_h * slope
   return keep * d_h, d_z, d_z
 
 
@@ -100,13 +114,13 @@ def _lstm_pointwise(carry: LSTMState, z: Array) -> tuple[LSTMState, Array]:
 
 def _lstm_gates(carry: LSTMState, z: Array) -> tuple[Array, Array]:
   i, f, g, o = _lstm_activations(z)
-  c = f * carry.c.astype(z.dtype) + i * g
+  c = f * carry.c.astype(i.dtype) + i * g
   return c, o * jnp.tanh(c)
 
 
 def _lstm_activations(z: Array) -> tuple[Array, Array, Array, Array]:
-  """Returns the gates ``i, f, g, o`` from their pre-activations ``z: [..., 4H]``."""
-  zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+  """Returns the gates ``i, f, g, o`` from their pre-activations ``z: [..., 4H]`` (or its 4 blocks)."""
+  zi, zf, zg, zo = _gate_blocks(z, 4)
   return jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
 
 
@@ -127,11 +141,11 @@ def _lstm_linearize(carry: LSTMState, z: Array, valid: Array) -> tuple[Array, ..
   return (*(m * k for k in to_gates), m * o * (1 - tanh_c * tanh_c), m * f + (1 - m), 1 - m)
 
 
-def _lstm_pullback(coefficients, d_carry: LSTMState, d_y: Array):
+def _lstm_pullback(coefficients, d_carry: LSTMState, d_y: Array, blocked: bool = False):
   k_i, k_f, k_g, k_o, to_c, keep_c, keep_h = coefficients
   d_h = d_carry.h + d_y
   d_c = d_carry.c + d_h * to_c
-  d_z = jnp.concatenate([d_c * k_i, d_c * k_f, d_c * k_g, d_h * k_o], -1)
+  d_z = _joined([d_c * k_i, d_c * k_f, d_c * k_g, d_h * k_o], blocked)
   return LSTMState(keep_h * d_h, d_c * keep_c), d_z, d_z
 
 
@@ -156,8 +170,8 @@ def _gru_pointwise(carry: Array, gx: Array, gh: Array) -> tuple[Array, Array]:
 
 def _gru_gates(gx: Array, gh: Array) -> tuple[Array, Array, Array, Array]:
   """Returns ``r, z, n`` and the recurrent ``n`` block ``hn`` from the two projections."""
-  xr, xz, xn = jnp.split(gx, 3, axis=-1)
-  hr, hz, hn = jnp.split(gh, 3, axis=-1)
+  xr, xz, xn = _gate_blocks(gx, 3)
+  hr, hz, hn = _gate_blocks(gh, 3)
   r = jax.nn.sigmoid(xr + hr)
   z = jax.nn.sigmoid(xz + hz)
   return r, z, jnp.tanh(xn + r * hn), hn
@@ -177,12 +191,12 @@ def _gru_linearize(carry: Array, gx: Array, gh: Array, valid: Array) -> tuple[Ar
   return k_n * hn * r * (1 - r), m * (carry.astype(z.dtype) - n) * z * (1 - z), k_n, k_n * r, m * z + (1 - m)
 
 
-def _gru_pullback(coefficients, d_carry: Array, d_y: Array):
+def _gru_pullback(coefficients, d_carry: Array, d_y: Array, blocked: bool = False):
   k_r, k_z, k_n, k_hn, keep_h = coefficients
   d_h = d_carry + d_y
   d_r, d_z = d_h * k_r, d_h * k_z
-  d_gx = jnp.concatenate([d_r, d_z, d_h * k_n], -1)
-  d_gh = jnp.concatenate([d_r, d_z, d_h * k_hn], -1)
+  d_gx = _joined([d_r, d_z, d_h * k_n], blocked)
+  d_gh = _joined([d_r, d_z, d_h * k_hn], blocked)
   return keep_h * d_h, d_gx, d_gh
 
 
@@ -312,7 +326,8 @@ class CellKind:
       input ``gx = project_input(params, x)``.
     pointwise: the recurrence after its matmuls, without parameters (for the
       fused backward pass, ``fused.py``): ``(carry, gx + gh)`` when ``additive``,
-      else ``(carry, gx, gh)``, with ``gh = hidden(carry) @ w_hh + b_hh``. LSTM
+      else ``(carry, gx, gh)``, with ``gh = hidden(carry) @ w_hh + b_hh``; each
+      ``[..., G*H]``, or the list of its ``G`` gate blocks (the Pallas kernels). LSTM
       with a projection (``w_hr``) has a matmul after the gates and no
       parameter-free pointwise part.
     additive: whether the pointwise part reads only ``gx + gh``.
@@ -321,9 +336,10 @@ class CellKind:
       at padded steps). The pointwise part's gradient is linear in the carry's
       and the output's cotangents; these are its coefficients, so the
       backward loop does no transcendental functions.
-    pullback: ``(coefficients, d_carry, d_y) -> (d_carry_prev, d_gx, d_gh)``
-      for one step, except ``d_gh @ w_hh.T``, which the driver adds to
-      ``d_carry_prev``'s hidden state.
+    pullback: ``(coefficients, d_carry, d_y, blocked=False) -> (d_carry_prev,
+      d_gx, d_gh)`` for one step, except ``d_gh @ w_hh.T``, which the driver
+      adds to ``d_carry_prev``'s hidden state; ``blocked`` returns ``d_gx`` and
+      ``d_gh`` as lists of gate blocks.
   """
 
   name: str

@@ -87,8 +87,9 @@ def fused_scan_layer(
   final carries' cotangents at each sequence's last step and hands the
   carry's cotangent to the initial carries at its first.
 
-  With ``pallas`` the forward loop is one Pallas kernel (``pallas_loop.py``;
-  the projection is then always hoisted, and packed sequences are not supported).
+  With ``pallas`` the forward and backward loops are one Pallas kernel each
+  (``pallas_loop.py``; the projection is then always hoisted, and packed
+  sequences are not supported).
   """
   if pallas and segment_ids is not None:
     raise ValueError("`loop='pallas'` does not run packed sequences (`segment_ids`) yet; use `loop='scan'`.")
@@ -160,8 +161,8 @@ class FusedLoopConfig:
     packed: the mask is a ``Segments`` of packed sequences (the carry is
       ``(running, store)`` and each sequence starts from ``initial``), not
       ``seq_lengths``.
-    pallas: the forward loop is one Pallas kernel (``pallas_loop.py``); not
-      with ``packed`` or ``in_step``.
+    pallas: the forward and backward loops are one Pallas kernel each
+      (``pallas_loop.py``); not with ``packed`` or ``in_step``.
   """
 
   kind: CellKind

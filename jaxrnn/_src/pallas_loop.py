@@ -15,11 +15,14 @@ of one layer direction is one ``pallas_call``:
   math and padding mask right away; a barrier then publishes the new state to
   the next step.
 
-The input projection is hoisted (one matmul over all steps before the kernel),
-and the backward pass is the fused backward's loop (``fused.py``), fed with the
-same coefficients: the kernel stores each step's gate pre-activations (and the
-carry they started from), and ``kind.linearize`` turns them into coefficients
-over all steps at once, outside the loop.
+The input projection is hoisted (one matmul over all steps before the kernel).
+The backward pass is the fused backward's (``fused.py``) with its loop as the
+second kernel: the forward kernel stores each step's gate pre-activations (and
+the carry they started from), ``kind.linearize`` turns them into the fused
+backward's coefficients over all steps at once, outside the loop, and the
+weight gradients stay one matmul each over all steps. The gate math in both
+kernels is the cell's own (``kind.pointwise``, ``kind.pullback``), on gate
+blocks: Triton cannot split a ``[..., G*block]`` array.
 
 Triton wants every array a power of two: the hidden size is padded to ``Hp``
 (the next power of two, at least 16) inside each gate, and the batch to a
@@ -44,6 +47,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._src.cells import CELL_KINDS
 from jaxrnn._src.cells import CellKind
 from jaxrnn._src.cells import upcast
 from jaxrnn._src.types import Array
@@ -82,10 +86,6 @@ class _Spec:
   state_dtype: Any = jnp.float32  # forward: the carry's h, which the state is rounded to each step
   per_row: tuple[bool, ...] = ()  # backward: which coefficients are [T, B, 1] (passed as [T, B])
 
-  @property
-  def gates(self) -> int:
-    return {'lstm': 4, 'gru': 3}.get(self.kind, 1)
-
 
 class _Layout:
   """Pads arrays to the kernel's power-of-two shapes and cuts results back."""
@@ -110,11 +110,13 @@ class _Layout:
     """Pads only the rows on ``row_axis``."""
     return jnp.pad(a, [(0, self.rows - self.batch) if i == row_axis else (0, 0) for i in range(a.ndim)])
 
-  def weights(self, w_hh: Array, b_hh: Array | None) -> tuple[Array, Array]:
-    """Returns ``w_hh`` as ``[G, Hp, Hp]`` (gate, input unit, output unit) and ``b_hh`` as ``[G, Hp]``."""
-    w = jnp.pad(self.by_gate(w_hh), [(0, self.padded - self.hidden), (0, 0), (0, 0)]).transpose(1, 0, 2)
-    b = jnp.zeros((self.gates, self.padded), jnp.float32) if b_hh is None else self.by_gate(b_hh)
-    return w, b
+  def weights(self, w_hh: Array) -> Array:
+    """Returns ``w_hh: [H, G*H]`` as ``[G, Hp, Hp]`` (gate, input unit, output unit)."""
+    return jnp.pad(self.by_gate(w_hh), [(0, self.padded - self.hidden), (0, 0), (0, 0)]).transpose(1, 0, 2)
+
+  def bias(self, b_hh: Array | None) -> Array:
+    """Returns ``b_hh`` as ``[G, Hp]`` (zeros without a bias)."""
+    return jnp.zeros((self.gates, self.padded), jnp.float32) if b_hh is None else self.by_gate(b_hh)
 
   def cut(self, a: Array) -> Array:
     """``[T, rows, Hp]`` -> ``[T, B, H]``; ``[T, rows, G, Hp]`` -> ``[T, B, G*H]``."""
@@ -209,7 +211,8 @@ def forward(
   inputs = [
     (layout.rows_only(valid.astype(jnp.int32), 1), 1),
     (layout.by_gate(xs, 1), 1),
-    *((w, None) for w in layout.weights(params.w_hh, params.b_hh)),
+    (layout.weights(params.w_hh), None),
+    (layout.bias(params.b_hh), None),
     *((layout.units(s, 0), 0) for s in ([h0, carry.c] if lstm else [h0])),
   ]
   f32 = jnp.float32
@@ -270,7 +273,6 @@ def backward(
   rows, units = layout.rows, layout.padded
   if masked:  # padded steps emit constant zeros: their outputs' cotangents go nowhere
     d_ys = jnp.where((ts[:, None] < seq_lengths[None])[..., None], d_ys, 0)
-  w, _ = layout.weights(w_hh, None)
   # Per-row coefficients ([T, B, 1]) travel as [T, B]; the others padded to [T, rows, Hp].
   coefficients = [
     (layout.rows_only(k[..., 0], 1) if row else layout.units(k, 1), 1)
@@ -279,7 +281,7 @@ def backward(
   d_state = [d_carry.h, d_carry.c] if lstm else [d_carry]
   inputs = [
     (layout.units(d_ys, 1), 1),
-    (w.transpose(0, 2, 1), None),  # [G, Hp out, Hp in]: d_h = sum_g d_gh[g] @ w[g].T
+    (layout.weights(w_hh).transpose(0, 2, 1), None),  # [G, Hp out, Hp in]: d_h = sum_g d_gh[g] @ w[g].T
     *coefficients,
     *((layout.units(s, 0), 0) for s in d_state),
   ]
@@ -316,7 +318,8 @@ def _forward_kernel(*refs, spec: _Spec):
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
 
-  lstm, gru = spec.kind == 'lstm', spec.kind == 'gru'
+  kind = CELL_KINDS[spec.kind]
+  lstm, gru = kind.has_cell_state, not kind.additive
   refs = list(refs)
   valid_ref, gx_ref, w_ref, b_ref, h0_ref = refs[:5]
   del refs[:5]
@@ -344,24 +347,22 @@ def _forward_kernel(*refs, spec: _Spec):
       cols = pl.ds(pl.multiple_of(n * spec.block, spec.block), spec.block)
       gh = [
         jnp.dot(h_in, w_ref[g, :, cols], preferred_element_type=f32) + b_ref[g, cols][None].astype(f32)
-        for g in range(spec.gates)
+        for g in range(kind.num_gates)
       ]
-      gx = [gx_ref[t, :, g, cols].astype(f32) for g in range(spec.gates)]
+      gx = [gx_ref[t, :, g, cols].astype(f32) for g in range(kind.num_gates)]
       h_old = h_ref[read, :, cols]
-      prev = None
+      # The cell's own pointwise step, on gate blocks (Triton cannot split a [.., G*block] array).
       if lstm:
-        pre = [a + b for a, b in zip(gx, gh, strict=True)]
         prev = c_ref[:, cols]
-        c_new = jax.nn.sigmoid(pre[1]) * prev + jax.nn.sigmoid(pre[0]) * jnp.tanh(pre[2])
-        h_new = jax.nn.sigmoid(pre[3]) * jnp.tanh(c_new)
-      elif gru:
-        pre, prev = gh, h_old
-        r = jax.nn.sigmoid(gx[0] + gh[0])
-        z = jax.nn.sigmoid(gx[1] + gh[1])
-        h_new = (1.0 - z) * jnp.tanh(gx[2] + r * gh[2]) + z * h_old
-      else:
-        pre = [gx[0] + gh[0]]
-        h_new = jnp.tanh(pre[0]) if spec.kind == 'rnn_tanh' else jnp.maximum(pre[0], 0.0)
+        pre = [a + b for a, b in zip(gx, gh, strict=True)]
+        new, _ = kind.pointwise(LSTMState(h_old, prev), pre)
+        h_new, c_new = new
+      elif kind.additive:
+        prev, pre = None, [gx[0] + gh[0]]
+        h_new, _ = kind.pointwise(h_old, pre)
+      else:  # GRU: the recurrent pre-activations apart
+        prev, pre = h_old, gh
+        h_new, _ = kind.pointwise(h_old, gx, gh)
       h_new = h_new.astype(spec.state_dtype).astype(f32)  # as the scan loop's carry
       y = h_new
       if spec.masked:  # a padded step keeps the state and outputs zeros
@@ -390,15 +391,16 @@ def _forward_kernel(*refs, spec: _Spec):
 def _backward_kernel(*refs, spec: _Spec):
   """One program of ``backward``: ``BATCH_TILE`` rows through all steps, last first.
 
-  Each step has two phases, a barrier apart: per column block, the pointwise
-  pullback (``kind.pullback``, written per gate block) stores the gate
-  gradients and the carry's cotangent but for the matmul; then, per block of
-  ``h``'s units, ``sum_g d_gh[g] @ w_hh[g].T`` is added to the latter.
+  Each step has two phases, a barrier apart: per column block, the cell's
+  pullback (``kind.pullback`` on gate blocks) stores the gate gradients and
+  the carry's cotangent but for the matmul; then, per block of ``h``'s units,
+  ``sum_g d_gh[g] @ w_hh[g].T`` is added to the latter.
   """
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
 
-  lstm, gru = spec.kind == 'lstm', spec.kind == 'gru'
+  kind = CELL_KINDS[spec.kind]
+  lstm, gru = kind.has_cell_state, not kind.additive
   refs = list(refs)
   d_ys_ref, w_ref = refs[:2]
   coefficient_refs = refs[2 : 2 + len(spec.per_row)]
@@ -431,28 +433,24 @@ def _backward_kernel(*refs, spec: _Spec):
         ref[t][:, None].astype(f32) if row else ref[t, :, cols].astype(f32)
         for ref, row in zip(coefficient_refs, spec.per_row, strict=True)
       ]
-      d_h = d_h_ref[read, :, cols] + d_ys_ref[t, :, cols].astype(f32)
+      d_carry = d_h_ref[read, :, cols]
       if lstm:
-        k_i, k_f, k_g, k_o, to_c, keep_c, keep_h = k
-        d_c = d_c_ref[:, cols] + d_h * to_c
-        d_z = [d_c * k_i, d_c * k_f, d_c * k_g, d_h * k_o]
-        d_c_ref[:, cols] = d_c * keep_c
-      elif gru:
-        k_r, k_z, k_n, k_hn, keep_h = k
-        d_z = [d_h * k_r, d_h * k_z, d_h * k_n]
-        d_hn_ref[t, :, cols] = (d_h * k_hn).astype(d_hn_ref.dtype)
-      else:
-        slope, keep_h = k
-        d_z = [d_h * slope]
+        d_carry = LSTMState(d_carry, d_c_ref[:, cols])
+      # The cell's own pullback, on gate blocks.
+      d_carry, d_z, d_gh = kind.pullback(k, d_carry, d_ys_ref[t, :, cols].astype(f32), blocked=True)
+      if lstm:
+        d_carry, d_c_ref[:, cols] = d_carry
+      if gru:  # its d_gh differs from d_gx in the n block only
+        d_hn_ref[t, :, cols] = d_gh[2].astype(d_hn_ref.dtype)
       for g, d in enumerate(d_z):
         d_z_ref[t, :, g, cols] = d.astype(d_z_ref.dtype)
-      d_h_ref[1 - read, :, cols] = keep_h * d_h
+      d_h_ref[1 - read, :, cols] = d_carry
       return 0
 
     def recurrent(n, _):
       cols = columns(n)
       total = d_h_ref[1 - read, :, cols]
-      for g in range(spec.gates):
+      for g in range(kind.num_gates):
         d_gh = d_hn_ref[t] if gru and g == 2 else d_z_ref[t, :, g, :]
         total += jnp.dot(d_gh, w_ref[g, :, cols], preferred_element_type=f32)
       d_h_ref[1 - read, :, cols] = total
